@@ -1,0 +1,38 @@
+# phonescope: every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PHONESCOPE := $(VENV)/bin/phonescope
+STAMP  := $(VENV)/.installed
+MINUTES ?= 50
+
+.PHONY: setup run test bench train samples clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,dev]'
+	touch $@
+
+# Demo: enhance the shipped phone sample images with the default model into var/demo.
+run: setup
+	$(PHONESCOPE) enhance edge/samples/phone/*.jpg --out var/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	@mkdir -p .bench
+	$(PHONESCOPE) bench --size 1920x1080 --repeat 3 --json .bench/inference.json
+
+# Retrain the shipped default model from the shared real images (MINUTES of CPU time).
+train: setup
+	$(PHONESCOPE) train --simulate ../shared/data/blood-smear ../shared/data/he-tissue \
+		--out runs/default --minutes $(MINUTES) --variants 3
+	$(PHONESCOPE) export runs/default/checkpoint.pt --out models/zoo/phonescope-default.onnx \
+		--name phonescope-default
+
+clean:
+	rm -rf var .bench .pytest_cache build *.egg-info

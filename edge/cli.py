@@ -1,0 +1,142 @@
+"""The one entry point, `phonescope`.
+
+Every command imports its heavy parts lazily, so `enhance` on a kiosk never
+loads torch and `--help` is instant. User errors end as one line on stderr
+and a non-zero exit code; a traceback is shown only with PHONESCOPE_DEBUG=1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from edge.errors import UserError
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return v
+
+
+def cmd_enhance(args) -> int:
+    from edge.enhance_cmd import run
+    return run(args)
+
+
+def cmd_evaluate(args) -> int:
+    from models.evaluate import run
+    return run(args)
+
+
+def cmd_train(args) -> int:
+    try:
+        from models.train import train
+    except ImportError as e:
+        raise UserError(f"training needs PyTorch ({e.name} is missing): pip install 'phonescope[train]'") from None
+    try:
+        return train(args)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+
+
+def cmd_export(args) -> int:
+    try:
+        from models.export import run
+    except ImportError as e:
+        raise UserError(f"export needs PyTorch ({e.name} is missing): pip install 'phonescope[train]'") from None
+    return run(args)
+
+
+def cmd_bench(args) -> int:
+    from edge.bench import run
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="phonescope", description="Deep-learning enhanced phone-optics microscope")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    e = sub.add_parser("enhance", help="enhance image files")
+    e.add_argument("images", nargs="+", metavar="IMG")
+    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--model", metavar="M", help="ONNX model (default: the shipped model)")
+    e.add_argument("--tile", type=_positive_int, default=None, metavar="N",
+                   help="tile size in pixels, 0 = whole image in one pass (default: the model card's)")
+    e.add_argument("--backend", choices=["auto", "onnxruntime"], default="auto")
+    e.set_defaults(func=cmd_enhance)
+
+    v = sub.add_parser("evaluate", help="SSIM, PSNR and CIEDE2000 of a model on a pairs directory")
+    v.add_argument("--model", metavar="M", help="ONNX model (default: the shipped model)")
+    v.add_argument("--pairs", required=True, metavar="DIR")
+    v.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    v.add_argument("--tile", type=_positive_int, default=None, metavar="N")
+    v.add_argument("--backend", choices=["auto", "onnxruntime"], default="auto")
+    v.set_defaults(func=cmd_evaluate)
+
+    t = sub.add_parser("train", help="train the enhancement network")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--simulate", nargs="+", metavar="DIR", help="reference images to simulate phone images from")
+    src.add_argument("--pairs", metavar="DIR", help="registered phone/reference pairs")
+    t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--minutes", type=float, default=30.0, help="training budget in wall-clock minutes")
+    t.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: budget only)")
+    t.add_argument("--init", metavar="CHECKPOINT", help="fine-tune from this checkpoint")
+    t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    t.add_argument("--profile", metavar="JSON", help="simulator configuration (a PhoneOptics JSON)")
+    t.add_argument("--width", type=int, default=64)
+    t.add_argument("--blocks", type=int, default=4)
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--patch", type=int, default=96)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--variants", type=int, default=3, help="simulated variants per training image")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--log-every", type=float, default=30.0, help="seconds between progress lines")
+    t.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
+    t.set_defaults(func=cmd_train)
+
+    x = sub.add_parser("export", help="export a checkpoint to ONNX with its model card")
+    x.add_argument("checkpoint", metavar="CHECKPOINT")
+    x.add_argument("--out", required=True, metavar="NAME.onnx")
+    x.add_argument("--name", default=None, help="model name for the card (default: file stem)")
+    x.add_argument("--version", default="1.0.0")
+    x.add_argument("--pairs", metavar="DIR", help="held-out pairs for the card's metrics "
+                   "(default: the held-out pairs the training wrote)")
+    x.add_argument("--no-metrics", action="store_true", help="skip evaluation on held-out pairs")
+    x.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("bench", help="measure inference speed; prints JSON")
+    b.add_argument("--model", metavar="M")
+    b.add_argument("--backend", choices=["auto", "onnxruntime"], default="auto")
+    b.add_argument("--tile", type=_positive_int, default=None)
+    b.add_argument("--size", default="1920x1080", help="benchmark frame WIDTHxHEIGHT")
+    b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--json", metavar="OUT")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"phonescope {args.command}: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print(f"phonescope {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # last resort: one line, never a traceback for the user
+        if os.environ.get("PHONESCOPE_DEBUG"):
+            raise
+        print(f"phonescope {args.command}: internal error: {type(e).__name__}: {e} "
+              f"(set PHONESCOPE_DEBUG=1 for details)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""`phonescope enhance`: a batch of files, each done or refused on its own."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from edge.errors import UserError
+from edge.enhancer import Enhancer, EngineError, ModelError
+from edge.imageio import ImageError, read_image, write_image
+from edge.tiling import TilingError
+
+
+def run(args) -> int:
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {out_dir}: {e.strerror}") from None
+    try:
+        enhancer, why = Enhancer.open(args.model, args.backend, args.tile)
+    except (ModelError, EngineError) as e:
+        raise UserError(str(e)) from None
+    card = enhancer.card
+    print(f"model {card.name} {card.version} (scale {card.scale:g}), backend {enhancer.engine.name}: {why}",
+          file=sys.stderr)
+    failed, seen = 0, {}
+    for name in args.images:
+        src = Path(name)
+        dst = out_dir / f"{src.stem}.png"
+        if dst in seen:
+            print(f"{src}: refused: its output {dst} would overwrite the output of {seen[dst]}", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            rgb, notes, bits = read_image(src)
+            result = enhancer.enhance(rgb)
+            write_image(dst, result, bits=bits)
+        except ImageError as e:
+            print(f"{e}", file=sys.stderr)
+            failed += 1
+            continue
+        except (EngineError, TilingError) as e:
+            print(f"{src}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        except OSError as e:
+            print(f"{src}: cannot write {dst}: {e.strerror}", file=sys.stderr)
+            failed += 1
+            continue
+        seen[dst] = src
+        note = f" ({'; '.join(notes)})" if notes else ""
+        print(f"{src} -> {dst} {result.shape[1]}x{result.shape[0]}{note}")
+    enhancer.close()
+    if failed:
+        print(f"{failed} of {len(args.images)} file(s) failed", file=sys.stderr)
+        return 1
+    return 0

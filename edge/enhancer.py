@@ -1,0 +1,92 @@
+"""Image in, enhanced image out: resample, pad, tile, infer, stitch.
+
+This is the one place that turns the network into an image operation, shared
+by `enhance`, `evaluate`, the benchmark and (later) the daemon, so every path
+gives the same pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge import tiling
+from edge.engines import Engine, EngineError, open_engine
+from edge.modelcard import DEFAULT_MODEL, ModelCard, ModelError, load_card
+
+
+@dataclass
+class Timing:
+    infer_s: float = 0.0
+    tiles: int = 0
+    computed_px: int = 0
+    output_px: int = 0
+
+
+class Enhancer:
+    def __init__(self, engine: Engine, card: ModelCard, tile: int | None = None, batch: int = 4):
+        self.engine, self.card = engine, card
+        self.tile = card.recommended_tile if tile is None else tile
+        self.batch = max(1, batch if not engine.spec.max_batch else min(batch, engine.spec.max_batch))
+        self.halo = card.receptive_field
+        self.align = max(card.alignment, engine.spec.alignment)
+        self.fixed = engine.spec.fixed_shape is not None
+        if self.fixed:
+            self.tile = tuple(engine.spec.fixed_shape)
+        self.last = Timing()
+
+    @classmethod
+    def open(cls, model: str | Path | None = None, backend: str = "auto", tile: int | None = None,
+             batch: int = 4, threads: int | None = None) -> tuple["Enhancer", str]:
+        path = Path(model) if model else DEFAULT_MODEL
+        card = load_card(path)
+        engine, why = open_engine(path, backend, alignment=card.alignment, threads=threads)
+        return cls(engine, card, tile, batch), why
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        s = self.card.scale
+        return max(1, int(round(h * s))), max(1, int(round(w * s)))
+
+    def resample(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Camera grid -> model grid (the model's scale, or an explicit (h, w))."""
+        h, w = size or self.output_size(*rgb.shape[:2])
+        if (h, w) == rgb.shape[:2]:
+            return rgb
+        return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
+
+    def run_network(self, rgb: np.ndarray) -> np.ndarray:
+        """The network on an image already on the model grid (float32 HxWx3) -> float32 HxWx3, unclipped."""
+        import time
+
+        h, w = rgb.shape[:2]
+        padded = tiling.pad_to_alignment(np.ascontiguousarray(rgb, np.float32), self.align)
+        chw = np.ascontiguousarray(padded.transpose(2, 0, 1))
+        p = tiling.plan(chw.shape[1], chw.shape[2], self.tile, self.halo, self.align, self.fixed)
+        out = np.empty_like(chw)
+        t0 = time.perf_counter()
+        tiles = list(p.tiles)
+        for i in range(0, len(tiles), self.batch):
+            group = tiles[i:i + self.batch]
+            batch = np.stack([tiling.extract(chw, t) for t in group])
+            result = self.engine.infer(batch)
+            if result.shape != batch.shape:
+                raise EngineError(f"{self.engine.name}: output shape {result.shape} != input {batch.shape}")
+            for t, r in zip(group, result):
+                tiling.place(out, r, t)
+        self.last = Timing(time.perf_counter() - t0, len(tiles), len(tiles) * p.tile_h * p.tile_w, h * w)
+        return out[:, :h, :w].transpose(1, 2, 0)
+
+    def enhance(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Float RGB [0,1] on the camera grid -> enhanced float RGB [0,1] on the output grid."""
+        out = self.run_network(self.resample(rgb.astype(np.float32, copy=False), size))
+        if not np.isfinite(out).all():
+            raise EngineError(f"{self.engine.name}: the model produced NaN or infinite values")
+        return np.clip(out, 0.0, 1.0)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+__all__ = ["Enhancer", "ModelError", "EngineError"]

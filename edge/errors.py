@@ -1,0 +1,13 @@
+"""Errors that end a command with one line and an exit code."""
+from __future__ import annotations
+
+EX_USAGE = 2
+EX_CONFIG = 78
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,148 @@
+"""Reading and writing images the way the kiosk needs it.
+
+Reading refuses what it cannot decode completely (a truncated JPEG decodes
+"successfully" in libjpeg with a grey bottom: we check for that), and
+converts grayscale, RGBA and 16-bit input to float RGB, saying what it did.
+Writing is atomic: temporary file, fsync, rename, fsync of the folder, so a
+power cut leaves either the old state or the complete new file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class ImageError(Exception):
+    """An input image that cannot be used; the message names the file and the reason."""
+
+
+def _check_complete(path: Path, data: bytes) -> None:
+    if data[:3] == b"\xff\xd8\xff":
+        sos = data.rfind(b"\xff\xda")
+        eoi = data.rfind(b"\xff\xd9")
+        if sos < 0 or eoi < sos:
+            raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        if b"IEND" not in data[-32:]:
+            raise ImageError(f"{path}: truncated PNG (no IEND chunk)")
+
+
+def decode(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes as OpenCV stores them (BGR/BGRA/gray, 8/16-bit)."""
+    path = Path(name)
+    if not data:
+        raise ImageError(f"{path}: empty file")
+    _check_complete(path, data)
+    arr = np.frombuffer(data, np.uint8)
+    try:
+        img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        raise ImageError(f"{path}: cannot decode image ({str(e).strip().splitlines()[-1]})") from None
+    if img is None or img.size == 0:
+        raise ImageError(f"{path}: not an image OpenCV can decode")
+    return img
+
+
+def to_rgb_float(img: np.ndarray, name: str = "<image>") -> tuple[np.ndarray, list[str]]:
+    """OpenCV image -> float32 RGB in [0, 1], HxWx3, and notes on conversions made."""
+    notes: list[str] = []
+    if img.dtype == np.uint8:
+        x = img.astype(np.float32) / 255.0
+    elif img.dtype == np.uint16:
+        x = img.astype(np.float32) / 65535.0
+        notes.append("16-bit input")
+    elif img.dtype in (np.float32, np.float64):
+        x = np.clip(np.nan_to_num(img.astype(np.float32)), 0.0, 1.0)
+        notes.append("floating-point input clipped to [0, 1]")
+    else:
+        raise ImageError(f"{name}: unsupported sample type {img.dtype}")
+    if x.ndim == 2:
+        x = np.repeat(x[..., None], 3, axis=2)
+        notes.append("converted grayscale to RGB")
+    elif x.ndim == 3 and x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+        notes.append("converted grayscale to RGB")
+    elif x.ndim == 3 and x.shape[2] == 4:
+        x = x[..., :3]
+        notes.append("dropped the alpha channel")
+    elif x.ndim != 3 or x.shape[2] != 3:
+        raise ImageError(f"{name}: unsupported layout {img.shape}")
+    return np.ascontiguousarray(x[..., ::-1]), notes
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str], int]:
+    """Read an image file -> (float32 RGB [0,1], conversion notes, source bit depth)."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: no such file")
+    if p.is_dir():
+        raise ImageError(f"{p}: is a directory")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ImageError(f"{p}: cannot read ({e.strerror})") from None
+    img = decode(data, str(p))
+    rgb, notes = to_rgb_float(img, str(p))
+    return rgb, notes, 16 if img.dtype == np.uint16 else 8
+
+
+def read_rgb8(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as RGB uint8 (for training data and samples)."""
+    rgb, _, _ = read_image(path)
+    return to_uint8(rgb)
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_uint16(rgb: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(rgb, 0.0, 1.0) * 65535.0).astype(np.uint16)
+
+
+def encode(rgb: np.ndarray, ext: str = ".png", bits: int = 8, jpeg_quality: int = 90) -> bytes:
+    """Encode float RGB [0,1] (or uint8/uint16 RGB) as PNG, TIFF or JPEG bytes."""
+    if rgb.dtype == np.float32 or rgb.dtype == np.float64:
+        rgb = to_uint16(rgb) if bits == 16 and ext != ".jpg" else to_uint8(rgb)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[..., ::-1]), params)
+    if not ok:
+        raise ImageError(f"cannot encode image as {ext}")
+    return buf.tobytes()
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    """Write bytes durably: temp file in the same folder, fsync, rename, fsync folder."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(p.parent)
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8, jpeg_quality: int = 90) -> None:
+    p = Path(path)
+    atomic_write(p, encode(rgb, p.suffix.lower(), bits, jpeg_quality))

@@ -1,0 +1,86 @@
+"""The model card: the JSON beside each ONNX model.
+
+The runtime trusts nothing about a model that the card does not say: the
+scale to resample by, the receptive field that sets the tiling halo, the
+input alignment. The card also records the ONNX file's sha256, so a card
+that belongs to another (or an older) model is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CARD_FORMAT = "phonescope-model-card/1"
+ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
+DEFAULT_MODEL = ZOO / "phonescope-default.onnx"
+
+
+class ModelError(Exception):
+    """A model or its card that cannot be used; the message says which and why."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def card_path(onnx_path: str | Path) -> Path:
+    return Path(onnx_path).with_suffix(".json")
+
+
+@dataclass
+class ModelCard:
+    name: str
+    version: str
+    scale: float
+    receptive_field: int
+    alignment: int
+    recommended_tile: int
+    flops_per_pixel: float
+    onnx_sha256: str
+    input_name: str = "input"
+    output_name: str = "output"
+    raw: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "model card") -> "ModelCard":
+        if d.get("format") != CARD_FORMAT:
+            raise ModelError(f"{where}: not a phonescope model card (format {d.get('format')!r})")
+        try:
+            card = cls(name=str(d["name"]), version=str(d["version"]), scale=float(d["scale"]),
+                       receptive_field=int(d["receptive_field"]), alignment=int(d["alignment"]),
+                       recommended_tile=int(d["recommended_tile"]), flops_per_pixel=float(d["flops_per_pixel"]),
+                       onnx_sha256=str(d["onnx_sha256"]), input_name=str(d["input"]["name"]),
+                       output_name=str(d["output"]["name"]), raw=d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{where}: missing or bad field {e}") from None
+        if not (0.1 <= card.scale <= 10) or card.receptive_field < 0 or card.alignment < 1:
+            raise ModelError(f"{where}: impossible scale/receptive_field/alignment")
+        return card
+
+
+def load_card(onnx_path: str | Path, verify: bool = True) -> ModelCard:
+    """Read and check the card beside an ONNX model."""
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise ModelError(f"{onnx_path}: no such model file")
+    cp = card_path(onnx_path)
+    if not cp.is_file():
+        raise ModelError(f"{onnx_path}: no model card ({cp.name}) beside it; export the model with "
+                         f"`phonescope export`")
+    try:
+        d = json.loads(cp.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"{cp}: unreadable model card ({e})") from None
+    card = ModelCard.from_dict(d, str(cp))
+    if verify:
+        actual = sha256_file(onnx_path)
+        if actual != card.onnx_sha256:
+            raise ModelError(f"{onnx_path}: does not match its model card (sha256 {actual[:12]}... vs "
+                             f"{card.onnx_sha256[:12]}...): the card is from another or an older export")
+    return card

@@ -1,0 +1,121 @@
+"""Exact tiling: tiled inference that equals whole-image inference.
+
+Each tile is an input window with a halo of at least the network's
+receptive-field radius; only the window's interior (or the part touching the
+image border, where the window's edge *is* the image's edge) is kept. So each
+kept output pixel saw exactly the inputs it would have seen in a whole-image
+pass: no blending, no seams. All windows have one shape (border windows
+shift inward instead of padding), which fixed-shape engines need and which
+lets tiles be batched. Window origins are multiples of the network's
+alignment (its space-to-depth factor), which exactness also needs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class TilingError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Span:
+    """One window along an axis: input [start, start+size), kept output [keep0, keep1)."""
+
+    start: int
+    size: int
+    keep0: int
+    keep1: int
+
+
+@dataclass(frozen=True)
+class Tile:
+    y: Span
+    x: Span
+
+
+@dataclass(frozen=True)
+class Plan:
+    height: int          # padded (aligned) image size the plan covers
+    width: int
+    tile_h: int          # every window has this shape
+    tile_w: int
+    tiles: tuple[Tile, ...]
+    grid: tuple[int, int]  # windows along y, x
+
+    @property
+    def overhead(self) -> float:
+        """Pixels computed / pixels output."""
+        return len(self.tiles) * self.tile_h * self.tile_w / float(self.height * self.width)
+
+
+def align_up(v: int, a: int) -> int:
+    return -(-v // a) * a
+
+
+def spans(length: int, tile: int, halo: int, align: int = 1, fixed: bool = False) -> list[Span]:
+    """Windows covering [0, length) so each kept pixel has `halo` context or a true border.
+
+    `tile` is the window size for fixed-shape engines (fixed=True); otherwise
+    it is the largest window, and the fewest windows of that size are shrunk
+    evenly to just cover the axis, which keeps the halo overhead near its
+    minimum for any image size.
+    """
+    if length <= 0:
+        raise TilingError("empty image")
+    if length % align:
+        raise TilingError(f"length {length} is not a multiple of the alignment {align}")
+    if tile <= 0 or tile >= length:
+        return [Span(0, length, 0, length)]
+    tile -= tile % align
+    core = tile - 2 * halo
+    if core < align:
+        raise TilingError(f"tile {tile} is too small for a halo of {halo} px: use at least "
+                          f"{align_up(2 * halo + max(align, 16), align)}")
+    n = 1 + math.ceil((length - tile) / core)
+    if not fixed:
+        tile = min(tile, align_up(-(-(length + 2 * halo * (n - 1)) // n), align))
+        core = tile - 2 * halo
+    while True:
+        starts = [(k * (length - tile) // (n - 1)) // align * align for k in range(n)]
+        starts[-1] = length - tile
+        if all(b - a <= core for a, b in zip(starts, starts[1:])):
+            break
+        n += 1
+    cuts = [b + halo + ((a + tile - halo) - (b + halo)) // 2 for a, b in zip(starts, starts[1:])]
+    bounds = [0] + cuts + [length]
+    return [Span(s, tile, bounds[k], bounds[k + 1]) for k, s in enumerate(starts)]
+
+
+def plan(height: int, width: int, tile: int | tuple[int, int], halo: int, align: int = 1,
+         fixed: bool = False) -> Plan:
+    """Tile plan for an image already padded to multiples of `align`. tile=0: one window."""
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    ys = spans(height, th, halo, align, fixed)
+    xs = spans(width, tw, halo, align, fixed)
+    tiles = tuple(Tile(y, x) for y in ys for x in xs)
+    return Plan(height, width, ys[0].size, xs[0].size, tiles, (len(ys), len(xs)))
+
+
+def pad_to_alignment(img: np.ndarray, align: int) -> np.ndarray:
+    """Reflect-pad HxWxC bottom/right to multiples of `align` (both paths share it)."""
+    h, w = img.shape[:2]
+    ph, pw = align_up(h, align) - h, align_up(w, align) - w
+    if not ph and not pw:
+        return img
+    mode = "reflect" if h > ph and w > pw else "edge"
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
+
+
+def extract(img_chw: np.ndarray, t: Tile) -> np.ndarray:
+    return img_chw[:, t.y.start:t.y.start + t.y.size, t.x.start:t.x.start + t.x.size]
+
+
+def place(out_chw: np.ndarray, result_chw: np.ndarray, t: Tile, scale: int = 1) -> None:
+    """Copy the kept part of one window's output into the full output."""
+    y0, y1, x0, x1 = t.y.keep0, t.y.keep1, t.x.keep0, t.x.keep1
+    out_chw[:, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = result_chw[
+        :, (y0 - t.y.start) * scale:(y1 - t.y.start) * scale, (x0 - t.x.start) * scale:(x1 - t.x.start) * scale]

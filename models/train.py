@@ -1,0 +1,251 @@
+"""Training: simulated pairs from single images, or registered real pairs.
+
+Budgeted by wall-clock minutes because clinics train on a CPU or a Jetson:
+the learning-rate schedule follows the fraction of the budget used, the
+colour layer starts from the closed-form colour fit, and a checkpoint is
+written every few minutes (and on Ctrl-C/SIGTERM) so a run resumes where it
+stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import data as D
+from models.baseline import fit_baseline, fit_colour
+from models.network import EnhanceNet, build
+from models.simulator import DEFAULT_PHONE, PhoneOptics
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a bad file
+        raise ValueError(f"{path}: not a phonescope checkpoint ({type(e).__name__})") from None
+
+
+def net_from_checkpoint(ck: dict) -> EnhanceNet:
+    if "model" not in ck or "net_config" not in ck:
+        raise ValueError("not a phonescope checkpoint (no model weights)")
+    net = build(ck["net_config"])
+    net.load_state_dict(ck["model"])
+    return net.eval()
+
+
+def load_profile(path: str | None) -> PhoneOptics:
+    if not path:
+        return DEFAULT_PHONE
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read simulator profile ({e})") from None
+    return PhoneOptics.from_dict(d)
+
+
+def _prepare_simulated(args, out: Path, profile: PhoneOptics):
+    paths = D.list_images(args.simulate)
+    if len(paths) < 2:
+        raise ValueError("need at least two images to simulate from (one is held out)")
+    train_paths, held_paths = D.split(paths)
+    log(f"simulating {len(train_paths)} training images x {args.variants} variants, "
+        f"{len(held_paths)} held out ({profile.name}, scale {profile.scale})")
+    bar = _progress("simulate")
+    train_pairs = D.simulate_pairs(train_paths, profile, args.variants, salt=0, workers=args.workers, progress=bar)
+    held_pairs = D.simulate_pairs(held_paths, profile, 1, salt=1, workers=args.workers)
+    D.write_pairs(held_pairs, out / "heldout")
+    origin = {"kind": "simulated", "sources": [str(s) for s in args.simulate], "profile": profile.to_dict(),
+              "train_images": [p.name for p in train_paths], "heldout_images": [p.name for p in held_paths],
+              "variants": args.variants}
+    return train_pairs, held_pairs, origin, profile.scale
+
+
+def _prepare_real(args, out: Path):
+    pairs = D.load_pairs(args.pairs)
+    train_pairs = [p for p in pairs if not D.is_heldout(Path(p.name))]
+    held_pairs = [p for p in pairs if D.is_heldout(Path(p.name))]
+    if not held_pairs and len(train_pairs) > 1:
+        held_pairs, train_pairs = train_pairs[-1:], train_pairs[:-1]
+    scales = [p.reference.shape[1] / p.phone.shape[1] for p in pairs]
+    scale = float(np.median(scales))
+    D.write_pairs(held_pairs, out / "heldout")
+    origin = {"kind": "registered pairs", "sources": [str(args.pairs)],
+              "train_images": [p.name for p in train_pairs], "heldout_images": [p.name for p in held_pairs],
+              "scale_measured": round(scale, 4)}
+    log(f"{len(train_pairs)} training pairs, {len(held_pairs)} held out, scale {scale:.3f}")
+    return train_pairs, held_pairs, origin, scale
+
+
+def _progress(label: str):
+    last = [0.0]
+
+    def bar(i: int, n: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 2 or i == n:
+            last[0] = now
+            filled = int(30 * i / n)
+            print(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {i}/{n}", end="\n" if i == n else "",
+                  file=sys.stderr, flush=True)
+    return bar
+
+
+def _validation_set(held_pairs: list[D.Pair], size: int = 256, n: int = 8):
+    xs, ys = [], []
+    for p in held_pairs[:n]:
+        x = D.resample_to(p.phone, p.reference.shape[:2])
+        h, w = p.reference.shape[:2]
+        s = min(size, h, w) // 2 * 2
+        y0, x0 = (h - s) // 2 // 2 * 2, (w - s) // 2 // 2 * 2
+        xs.append(x[y0:y0 + s, x0:x0 + s])
+        ys.append(p.reference[y0:y0 + s, x0:x0 + s])
+    if not xs:
+        return None
+    to = lambda a: torch.from_numpy(np.stack(a).transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    return to(xs), to(ys)
+
+
+@torch.no_grad()
+def _validate(net: EnhanceNet, val) -> float:
+    if val is None:
+        return float("nan")
+    net.eval()
+    x, y = val
+    out = torch.cat([net(x[i:i + 2]) for i in range(0, len(x), 2)]).clamp(0, 1)
+    net.train()
+    mse = torch.mean((out - y) ** 2).item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def train(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    ck_path = out / CHECKPOINT
+    resume = ck_path.exists() and not args.fresh
+    profile = load_profile(args.profile)
+
+    if args.simulate:
+        train_pairs, held_pairs, origin, scale = _prepare_simulated(args, out, profile)
+    else:
+        train_pairs, held_pairs, origin, scale = _prepare_real(args, out)
+
+    sampler = D.PatchSampler(train_pairs, args.patch, align=2, seed=args.seed)
+    val = _validation_set(held_pairs)
+
+    if resume:
+        ck = load_checkpoint(ck_path)
+        net = net_from_checkpoint(ck).train()
+        log(f"resuming from {ck_path} at step {ck['step']} ({ck['elapsed_s'] / 60:.1f} min done)")
+    elif args.init:
+        ck = load_checkpoint(args.init)
+        net = net_from_checkpoint(ck).train()
+        ck = {"step": 0, "elapsed_s": 0.0, "history": [], "init": str(args.init)}
+        log(f"fine-tuning from {args.init}")
+    else:
+        net = build({"width": args.width, "blocks": args.blocks}).train()
+        m = fit_colour([s.astype(np.float32) / 255 for s in sampler.inputs],
+                       [t.astype(np.float32) / 255 for t in sampler.targets])
+        with torch.no_grad():
+            net.colour.weight.copy_(torch.from_numpy(m[:, :3]).view(3, 3, 1, 1))
+            net.colour.bias.copy_(torch.from_numpy(m[:, 3]))
+        ck = {"step": 0, "elapsed_s": 0.0, "history": []}
+        log("colour layer initialised from the closed-form colour fit")
+
+    if "baseline" not in ck:
+        k = min(len(train_pairs), 48)
+        idx = np.linspace(0, len(sampler.inputs) - 1, k).astype(int)
+        ck["baseline"] = fit_baseline([sampler.inputs[i].astype(np.float32) / 255 for i in idx],
+                                      [sampler.targets[i].astype(np.float32) / 255 for i in idx]).to_dict()
+
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    if resume and "optimizer" in ck:
+        opt.load_state_dict(ck["optimizer"])
+    budget = args.minutes * 60.0
+    step, elapsed0 = int(ck["step"]), float(ck["elapsed_s"])
+    history = list(ck.get("history", []))
+
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):
+        stop["flag"] = True
+        log("stopping: saving a checkpoint (run the same command again to resume)")
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def state() -> dict:
+        return {"model": net.state_dict(), "optimizer": opt.state_dict(), "net_config": net.config(),
+                "step": step, "elapsed_s": elapsed, "history": history, "origin": origin, "scale": scale,
+                "baseline": ck["baseline"], "heldout_dir": str((out / "heldout").resolve()),
+                "receptive_field": net.receptive_field(), "flops_per_pixel": net.flops_per_pixel(),
+                "args": {k: v for k, v in vars(args).items() if k not in ("func",)},
+                "init": ck.get("init"), "complete": elapsed >= budget}
+
+    t0 = time.monotonic()
+    last_log = last_save = t0
+    losses: list[float] = []
+    elapsed = elapsed0
+    psnr0 = _validate(net, val)
+    log(f"start: validation PSNR {psnr0:.2f} dB, budget {args.minutes:g} min, "
+        f"{net.flops_per_pixel() / 1e3:.0f} kFLOP/px, receptive field {net.receptive_field()} px")
+    try:
+        while not stop["flag"]:
+            elapsed = elapsed0 + time.monotonic() - t0
+            if elapsed >= budget or (args.steps and step >= args.steps):
+                break
+            frac = min(1.0, max(elapsed / budget, step / args.steps if args.steps else 0.0))
+            lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+            if step < 50 and not resume and not args.init:
+                lr *= (step + 1) / 50
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y = sampler.batch(args.batch)
+            x, y = torch.from_numpy(x), torch.from_numpy(y)
+            loss = torch.nn.functional.l1_loss(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+            now = time.monotonic()
+            if now - last_log >= args.log_every or step == 1:
+                psnr = _validate(net, val)
+                history.append({"step": step, "minutes": round(elapsed / 60, 2), "loss": float(np.mean(losses)),
+                                "val_psnr": round(psnr, 3), "lr": lr})
+                rate = step / max(1e-9, elapsed) if elapsed > 0 else 0.0
+                log(f"step {step} | {elapsed / 60:.1f}/{args.minutes:g} min | loss {np.mean(losses):.4f} | "
+                    f"val PSNR {psnr:.2f} dB | lr {lr:.2e} | {rate:.2f} steps/s")
+                losses, last_log = [], now
+            if now - last_save >= args.save_every:
+                save_checkpoint(ck_path, state())
+                last_save = now
+    finally:
+        elapsed = elapsed0 + time.monotonic() - t0
+        save_checkpoint(ck_path, state())
+        for s, h in old.items():
+            signal.signal(s, h)
+    psnr = _validate(net, val)
+    log(f"done: step {step}, {elapsed / 60:.1f} min, validation PSNR {psnr0:.2f} -> {psnr:.2f} dB; "
+        f"checkpoint {ck_path}")
+    log(f"next: phonescope export {ck_path} --out {out / 'model.onnx'}")
+    return 0

@@ -1,0 +1,38 @@
+"""`phonescope evaluate` and the figures behind it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from models.metrics import all_metrics, ciede2000
+from tests.conftest import SAMPLES, run_cli
+
+
+def test_metrics_of_identical_and_shifted_colour():
+    rng = np.random.default_rng(0)
+    a = rng.random((32, 32, 3)).astype(np.float32)
+    m = all_metrics(a, a)
+    assert m["ssim"] > 0.9999 and m["ciede2000"] < 1e-6 and m["psnr"] > 100
+    # colour-science's CIEDE2000 reference pair (Sharma et al. 2005, pair 1): 2.0425
+    import colour
+    lab1, lab2 = np.array([50.0, 2.6772, -79.7751]), np.array([50.0, 0.0, -82.7485])
+    assert abs(float(colour.delta_E(lab1, lab2, method="CIE 2000")) - 2.0425) < 1e-4
+    assert ciede2000(np.clip(a + 0.05, 0, 1), a) > 1.0
+
+
+def test_evaluate_shipped_model_on_held_out_samples(tmp_path):
+    out = tmp_path / "e.json"
+    r = run_cli("evaluate", "--pairs", SAMPLES, "--json", out)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["count"] == 4 and {"input", "baseline", "model"} == set(res["mean"])
+    inp, model = res["mean"]["input"], res["mean"]["model"]
+    assert model["ssim"] > inp["ssim"] and model["psnr"] > inp["psnr"] + 3
+    assert model["ciede2000"] < inp["ciede2000"] - 2
+    assert "CIEDE2000" in r.stdout
+
+
+def test_evaluate_refuses_a_folder_that_is_not_pairs(tmp_path):
+    r = run_cli("evaluate", "--pairs", tmp_path)
+    assert r.returncode == 1 and "phone/ and reference/" in r.stderr and "Traceback" not in r.stderr
