@@ -1,0 +1,219 @@
+"""Captures on disk: atomic files, a JSON sidecar and an SQLite catalogue.
+
+Layout: <state>/captures/YYYY/MM/DD/<time>_<seq>[_<sample>].<ext> (enhanced),
+....raw.jpg (camera frame, optional), ....json (sidecar), and
+<state>/catalog.sqlite (table `captures`). Each file is written to a
+temporary name, fsynced, renamed and its folder fsynced; the sidecar is
+written last (it is the capture's commit mark) and the catalogue row after
+it. So after a power cut a capture is either complete (and recovered into
+the catalogue at start-up) or has no sidecar (and is removed: it was never
+acknowledged). Nothing acknowledged is ever deleted.
+
+SQLite runs in WAL mode with synchronous=FULL: WAL lets the status command
+read while the writer commits, and FULL makes each commit durable at the
+moment it returns (NORMAL in WAL mode may lose the last commits on power
+loss), which is what "acknowledged only once durable" needs.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.imageio import atomic_write, fsync_dir
+
+SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FILE_MODE = 0o640     # patient material: not world-readable
+DIR_MODE = 0o750
+EXTS = {"png": ".png", "tiff": ".tiff", "jpeg": ".jpg"}
+
+
+class StorageError(Exception):
+    """A capture that cannot be stored; one line saying why."""
+
+
+class StorageFull(StorageError):
+    pass
+
+
+def check_sample_id(sample_id: str | None) -> str | None:
+    if sample_id in (None, ""):
+        return None
+    if not isinstance(sample_id, str) or not SAMPLE_ID.match(sample_id) or ".." in sample_id:
+        raise StorageError("sample id must be 1-64 letters, digits, '.', '_' or '-', "
+                           "starting with a letter or digit")
+    return sample_id
+
+
+def sha256_bytes(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+@dataclass
+class Stored:
+    seq: int
+    image: Path
+    sidecar: Path
+    raw: Path | None
+    sha256: str
+    bytes: int
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS captures (
+    seq INTEGER PRIMARY KEY,
+    time_utc TEXT NOT NULL,
+    clock TEXT NOT NULL,
+    sample_id TEXT,
+    image TEXT NOT NULL UNIQUE,
+    raw TEXT,
+    sidecar TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    model TEXT,
+    backend TEXT,
+    status TEXT NOT NULL DEFAULT 'ok'
+);
+"""
+
+
+class Storage:
+    def __init__(self, state_dir: str | os.PathLike, min_free_mb: float = 200.0):
+        self.root = Path(state_dir)
+        self.captures = self.root / "captures"
+        self.min_free_mb = float(min_free_mb)
+        self.captures.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        self.db = sqlite3.connect(self.root / "catalog.sqlite", isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        os.chmod(self.root / "catalog.sqlite", FILE_MODE)
+
+    # -- free space -------------------------------------------------------
+    def free_mb(self) -> float:
+        return shutil.disk_usage(self.root).free / 1e6
+
+    def check_space(self, needed_bytes: int = 0) -> None:
+        free = self.free_mb()
+        if free - needed_bytes / 1e6 < self.min_free_mb:
+            raise StorageFull(f"disk nearly full: {free:.0f} MB free, below the {self.min_free_mb:.0f} MB "
+                              f"watermark; free space in {self.root}")
+
+    # -- writing ------------------------------------------------------------
+    def next_seq(self) -> int:
+        (m,) = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM captures").fetchone()
+        return int(m) + 1
+
+    def store(self, image_bytes: bytes, ext: str, meta: dict, raw_jpeg: bytes | None = None,
+              sample_id: str | None = None, now: float | None = None) -> Stored:
+        """Write one capture durably; returns once files and catalogue row are on disk."""
+        sample_id = check_sample_id(sample_id)
+        self.check_space(len(image_bytes) + len(raw_jpeg or b"") + 65536)
+        now = time.time() if now is None else now
+        t = _dt.datetime.fromtimestamp(now, _dt.timezone.utc)
+        seq = self.next_seq()
+        folder = self.captures / f"{t:%Y}" / f"{t:%m}" / f"{t:%d}"
+        if sample_id:
+            folder = folder / sample_id
+        self._mkdirs(folder)
+        stem = f"{t:%Y%m%dT%H%M%S}_{seq:06d}" + (f"_{sample_id}" if sample_id else "")
+        image = folder / f"{stem}{ext}"
+        raw = folder / f"{stem}.raw.jpg" if raw_jpeg is not None else None
+        sidecar = folder / f"{stem}.json"
+        digest = sha256_bytes(image_bytes)
+        clock = "rtc" if t.year >= 2020 else "unsynchronised (before 2020: no real-time clock?)"
+        meta = dict(meta, seq=seq, time_utc=t.isoformat(timespec="milliseconds"), clock=clock,
+                    sample_id=sample_id, image=image.name, image_sha256=digest, image_bytes=len(image_bytes),
+                    raw=raw.name if raw else None, raw_sha256=sha256_bytes(raw_jpeg) if raw else None)
+        try:
+            if raw is not None:
+                atomic_write(raw, raw_jpeg, FILE_MODE)
+            atomic_write(image, image_bytes, FILE_MODE)
+            atomic_write(sidecar, json.dumps(meta, indent=2, sort_keys=True).encode(), FILE_MODE)
+        except OSError as e:
+            for p in (raw, image):
+                if p is not None and not sidecar.exists():
+                    p.unlink(missing_ok=True)
+            if e.errno == 28:
+                raise StorageFull(f"disk full while writing {image.name}; free space in {self.root}") from None
+            raise StorageError(f"cannot write capture {image.name}: {e.strerror}") from None
+        self._insert(seq, meta, image, raw, sidecar)
+        return Stored(seq, image, sidecar, raw, digest, len(image_bytes))
+
+    def _mkdirs(self, folder: Path) -> None:
+        missing = []
+        p = folder
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            d.mkdir(mode=DIR_MODE)
+            fsync_dir(d.parent)
+
+    def _insert(self, seq: int, meta: dict, image: Path, raw: Path | None, sidecar: Path) -> None:
+        rel = lambda p: str(p.relative_to(self.root)) if p else None
+        model = meta.get("model") or {}
+        self.db.execute(
+            "INSERT INTO captures (seq, time_utc, clock, sample_id, image, raw, sidecar, sha256, bytes, model, "
+            "backend) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (seq, meta["time_utc"], meta["clock"], meta.get("sample_id"), rel(image), rel(raw), rel(sidecar),
+             meta["image_sha256"], meta["image_bytes"],
+             f"{model.get('name')} {model.get('version')}" if model else None, meta.get("backend")))
+
+    # -- reading / recovery ---------------------------------------------------
+    def rows(self) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM captures ORDER BY seq")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def recover(self) -> dict:
+        """Start-up: drop temporaries and unacknowledged halves, reconcile catalogue and sidecars."""
+        report = {"temporaries_removed": 0, "incomplete_removed": 0, "rows_added": 0, "rows_missing": 0}
+        known = {r["sidecar"] for r in self.rows()}
+        for dirpath, _, files in os.walk(self.captures):
+            d = Path(dirpath)
+            for f in files:
+                p = d / f
+                if f.startswith(".") and f.endswith(".tmp"):
+                    p.unlink(missing_ok=True)
+                    report["temporaries_removed"] += 1
+            for f in files:
+                p = d / f
+                if not p.exists() or f.endswith(".json") or f.startswith("."):
+                    continue
+                stem = f.split(".")[0]
+                if not (d / f"{stem}.json").exists():
+                    p.unlink(missing_ok=True)  # never acknowledged: the sidecar is the commit mark
+                    report["incomplete_removed"] += 1
+            for f in files:
+                p = d / f
+                if not f.endswith(".json") or not p.exists():
+                    continue
+                rel = str(p.relative_to(self.root))
+                if rel in known:
+                    continue
+                try:
+                    meta = json.loads(p.read_text())
+                    image = d / meta["image"]
+                    if sha256_bytes(image.read_bytes()) != meta["image_sha256"]:
+                        raise ValueError("sha256 mismatch")
+                    raw = d / meta["raw"] if meta.get("raw") else None
+                    self._insert(int(meta["seq"]), meta, image, raw, p)
+                    report["rows_added"] += 1
+                except (OSError, ValueError, KeyError, sqlite3.IntegrityError):
+                    report.setdefault("unreadable_sidecars", []).append(rel)
+        for r in self.rows():
+            if r["status"] == "ok" and not (self.root / r["image"]).exists():
+                self.db.execute("UPDATE captures SET status='missing' WHERE seq=?", (r["seq"],))
+                report["rows_missing"] += 1
+        return report
+
+    def close(self) -> None:
+        self.db.close()
