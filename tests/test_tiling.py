@@ -108,3 +108,18 @@ def test_scaled_model_resamples_then_tiles(scaled_model):
     out = enh.enhance(img)
     assert out.shape == (152, 112, 3)
     assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+
+
+def test_receptive_field_in_the_card_is_right(tiny_model):
+    """A changed input pixel changes outputs within R of it and nowhere beyond."""
+    enh, _ = Enhancer.open(tiny_model, "onnxruntime", tile=0)
+    rng = np.random.default_rng(0)
+    img = rng.random((160, 160, 3), dtype=np.float32)
+    a = enh.run_network(img)
+    for y, x in [(80, 80), (81, 79)]:
+        b_img = img.copy()
+        b_img[y, x] += 0.5
+        ys, xs = np.nonzero(np.abs(enh.run_network(b_img) - a).max(axis=2) > 0)
+        reach = max(abs(ys - y).max(), abs(xs - x).max())
+        R = enh.card.receptive_field
+        assert R - 2 <= reach <= R, (reach, R)

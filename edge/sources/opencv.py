@@ -1,0 +1,41 @@
+"""v4l2:/dev/videoN and gst:PIPELINE through OpenCV's VideoCapture."""
+from __future__ import annotations
+
+import time
+
+import cv2
+
+from edge.sources.base import Frame, Source, SourceError, as_rgb8
+
+
+class OpenCVSource(Source):
+    def __init__(self, kind: str, target: str, width: int, height: int, fps: float):
+        self.uri = f"{kind}:{target}"
+        backend = cv2.CAP_V4L2 if kind == "v4l2" else cv2.CAP_GSTREAMER
+        self.cap = cv2.VideoCapture(target, backend)
+        if not self.cap.isOpened():
+            why = "no such device or no permission" if kind == "v4l2" else \
+                "the pipeline does not start (or OpenCV lacks GStreamer support)"
+            raise SourceError(f"{self.uri}: cannot open camera: {why}")
+        if kind == "v4l2":
+            self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            self.cap.set(cv2.CAP_PROP_FPS, fps)
+            self.cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep latency low: no stale queue
+        self.seq = 0
+
+    def read(self) -> Frame:
+        ok, img = self.cap.read()
+        if not ok or img is None:
+            raise SourceError(f"{self.uri}: camera returned no frame (unplugged or stalled?)")
+        self.seq += 1
+        settings = {"width": img.shape[1], "height": img.shape[0]}
+        for name, prop in (("exposure", cv2.CAP_PROP_EXPOSURE), ("gain", cv2.CAP_PROP_GAIN),
+                           ("fps", cv2.CAP_PROP_FPS)):
+            v = self.cap.get(prop)
+            if v and v > 0:
+                settings[name] = v
+        return Frame(as_rgb8(img), self.seq, time.monotonic(), settings)
+
+    def close(self) -> None:
+        self.cap.release()

@@ -1,0 +1,48 @@
+"""picamera2:N: a libcamera camera (Raspberry Pi style) through the picamera2 API."""
+from __future__ import annotations
+
+import time
+
+from edge.sources.base import Frame, Source, SourceError
+
+
+class Picamera2Source(Source):
+    def __init__(self, index: str, width: int, height: int, fps: float):
+        self.uri = f"picamera2:{index}"
+        try:
+            from picamera2 import Picamera2
+        except ImportError:
+            raise SourceError(f"{self.uri}: picamera2 is not installed (pip install 'phonescope[picamera]' "
+                              f"or apt install python3-picamera2)") from None
+        try:
+            self.cam = Picamera2(int(index))
+            config = self.cam.create_video_configuration(
+                main={"size": (width, height), "format": "RGB888"},
+                controls={"FrameDurationLimits": (int(1e6 / fps), int(1e6 / fps))})
+            self.cam.configure(config)
+            self.cam.start()
+        except Exception as e:  # libcamera raises RuntimeError/IndexError/... for absent cameras
+            raise SourceError(f"{self.uri}: cannot start camera: {e}") from None
+        self.seq = 0
+
+    def read(self) -> Frame:
+        try:
+            request = self.cam.capture_request()
+            try:
+                # libcamera's RGB888 is B,G,R in memory order
+                img = request.make_array("main")[..., ::-1].copy()
+                meta = request.get_metadata()
+            finally:
+                request.release()
+        except Exception as e:
+            raise SourceError(f"{self.uri}: capture failed: {e}") from None
+        self.seq += 1
+        settings = {k: meta[k] for k in ("ExposureTime", "AnalogueGain", "ColourGains", "Lux") if k in meta}
+        return Frame(img, self.seq, time.monotonic(), settings)
+
+    def close(self) -> None:
+        try:
+            self.cam.stop()
+            self.cam.close()
+        except Exception:
+            pass
