@@ -11,6 +11,7 @@ MINUTES ?= 50
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	bash deploy/dev-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[train,dev]'

@@ -49,6 +49,21 @@ def cmd_export(args) -> int:
     return run(args)
 
 
+def cmd_run(args) -> int:
+    from edge.daemon import run
+    return run(args)
+
+
+def cmd_capture(args) -> int:
+    from edge.control import cmd_capture as capture
+    return capture(args)
+
+
+def cmd_status(args) -> int:
+    from edge.control import cmd_status as status
+    return status(args)
+
+
 def cmd_bench(args) -> int:
     from edge.bench import run
     return run(args)
@@ -57,6 +72,24 @@ def cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="phonescope", description="Deep-learning enhanced phone-optics microscope")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    r = sub.add_parser("run", help="the kiosk daemon (embedded defaults without a config)")
+    r.add_argument("--config", metavar="PATH", help="TOML config file")
+    r.add_argument("--source", metavar="URI", help="simulated | replay:PATH | v4l2:/dev/videoN | "
+                   "gst:PIPELINE | picamera2:N")
+    r.add_argument("--state-dir", metavar="DIR")
+    r.add_argument("--preview", choices=["auto", "window", "fbdev", "file", "none"])
+    r.add_argument("--model", metavar="PATH")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("capture", help="ask the running daemon for a capture; prints its path")
+    c.add_argument("--sample-id", metavar="ID")
+    c.add_argument("--state-dir", metavar="DIR")
+    c.set_defaults(func=cmd_capture)
+
+    s = sub.add_parser("status", help="the running daemon's status as JSON")
+    s.add_argument("--state-dir", metavar="DIR")
+    s.set_defaults(func=cmd_status)
 
     e = sub.add_parser("enhance", help="enhance image files")
     e.add_argument("images", nargs="+", metavar="IMG")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian packages that building and testing phonescope need: libsystemd-dev +
+# pkg-config (systemd-python builds against them) and Xvfb (the preview
+# window test). Installs what is missing when run as root; otherwise says
+# what to install.
+set -euo pipefail
+need=()
+pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev pkg-config)
+command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian packages: ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+    echo "phonescope needs these Debian packages: ${need[*]} (sudo apt-get install ${need[*]})" >&2
+    exit 1
+fi
