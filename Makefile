@@ -6,7 +6,7 @@ PHONESCOPE := $(VENV)/bin/phonescope
 STAMP  := $(VENV)/.installed
 MINUTES ?= 50
 
-.PHONY: setup run test bench train samples clean
+.PHONY: setup run test bench train install clean
 
 setup: $(STAMP)
 
@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[train,dev]'
 	touch $@
 
-# Demo: enhance the shipped phone sample images with the default model into var/demo.
+# The kiosk daemon on its embedded defaults: simulated camera, ONNX Runtime on the CPU,
+# state in ./var, preview window if $$DISPLAY is set, else var/preview.jpg. Ctrl-C stops it;
+# `.venv/bin/phonescope capture` in another terminal takes a capture.
 run: setup
-	$(PHONESCOPE) enhance edge/samples/phone/*.jpg --out var/demo
+	$(PHONESCOPE) run
 
 test: setup
 	$(PY) -m pytest -q
@@ -37,3 +39,7 @@ train: setup
 
 clean:
 	rm -rf var .bench .pytest_cache build *.egg-info
+
+# On the kiosk (root): the service, its user, config, udev rule.
+install:
+	bash deploy/install.sh

@@ -64,6 +64,11 @@ def cmd_status(args) -> int:
     return status(args)
 
 
+def cmd_doctor(args) -> int:
+    from edge.doctor import run
+    return run(args)
+
+
 def cmd_bench(args) -> int:
     from edge.bench import run
     return run(args)
@@ -90,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="the running daemon's status as JSON")
     s.add_argument("--state-dir", metavar="DIR")
     s.set_defaults(func=cmd_status)
+
+    d = sub.add_parser("doctor", help="check camera, backend, model, disk and permissions")
+    d.add_argument("--config", metavar="PATH")
+    d.add_argument("--source", metavar="URI")
+    d.add_argument("--state-dir", metavar="DIR")
+    d.set_defaults(func=cmd_doctor)
 
     e = sub.add_parser("enhance", help="enhance image files")
     e.add_argument("images", nargs="+", metavar="IMG")

@@ -445,6 +445,8 @@ class Daemon:
         self.to_store.put(None)
         storage = next(t for t in self.threads if t.name == "storage")
         storage.join(max(0.1, deadline - time.monotonic()))
+        camera = next(t for t in self.threads if t.name == "camera")
+        camera.join(max(0.1, deadline + 0.8 - time.monotonic()))
         while True:
             try:
                 self.captures.get_nowait().result.set_exception(StorageError("daemon stopped"))

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from models.metrics import all_metrics, ciede2000
 from tests.conftest import SAMPLES, run_cli
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero")  # PSNR of identical images is infinite
 def test_metrics_of_identical_and_shifted_colour():
     rng = np.random.default_rng(0)
     a = rng.random((32, 32, 3)).astype(np.float32)

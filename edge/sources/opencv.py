@@ -8,9 +8,18 @@ import cv2
 from edge.sources.base import Frame, Source, SourceError, as_rgb8
 
 
+def quiet_opencv() -> None:
+    """OpenCV logs its own warnings for an absent camera; we say it in one line ourselves."""
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
+
+
 class OpenCVSource(Source):
     def __init__(self, kind: str, target: str, width: int, height: int, fps: float):
         self.uri = f"{kind}:{target}"
+        quiet_opencv()
         backend = cv2.CAP_V4L2 if kind == "v4l2" else cv2.CAP_GSTREAMER
         self.cap = cv2.VideoCapture(target, backend)
         if not self.cap.isOpened():

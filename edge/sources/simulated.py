@@ -78,6 +78,8 @@ class SimulatedSource(Source):
 
     def close(self) -> None:
         self.stop.set()
+        # let a frame being rendered finish: native code still running at interpreter exit aborts
+        self.thread.join(timeout=5)
 
     def describe(self) -> dict:
         return {"source": self.uri, "width": self.width, "height": self.height, "profile": self.profile.name}

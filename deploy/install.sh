@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install phonescope as a systemd service on a kiosk (a Jetson with JetPack 6, or any Debian/Ubuntu).
+#   sudo deploy/install.sh            (or: sudo make install)
+# TensorRT and its Python bindings come with JetPack (python3-libnvinfer); the
+# venv is made with --system-site-packages so that it sees them.
+set -euo pipefail
+[ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root (sudo make install)" >&2; exit 1; }
+SRC="$(cd "$(dirname "$0")/.." && pwd)"
+PREFIX=/opt/phonescope
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -qq python3-venv python3-dev libsystemd-dev pkg-config >/dev/null
+id phonescope >/dev/null 2>&1 || useradd --system --home-dir /var/lib/phonescope --shell /usr/sbin/nologin \
+    --groups video phonescope
+mkdir -p "$PREFIX"
+cp -a "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/edge" "$SRC/models" "$SRC/calibration" "$PREFIX/"
+python3 -m venv --system-site-packages "$PREFIX/.venv"
+"$PREFIX/.venv/bin/pip" install --quiet "$PREFIX"
+ln -sf "$PREFIX/.venv/bin/phonescope" /usr/local/bin/phonescope
+install -d -m 0755 /etc/phonescope
+[ -f /etc/phonescope/phonescope.toml ] || install -m 0644 "$SRC/deploy/phonescope.toml" /etc/phonescope/
+install -m 0644 "$SRC/deploy/phonescope.service" /etc/systemd/system/phonescope.service
+install -m 0644 "$SRC/deploy/99-phonescope-camera.rules" /etc/udev/rules.d/
+udevadm control --reload-rules && udevadm trigger --subsystem-match=video4linux --subsystem-match=graphics || true
+systemctl daemon-reload
+systemctl enable --now phonescope.service
+echo "installed: systemctl status phonescope; journalctl -u phonescope -f; phonescope doctor"

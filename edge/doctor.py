@@ -1,0 +1,127 @@
+"""`phonescope doctor`: what is wrong with this kiosk, and how to fix it.
+
+Each check prints OK, WARN or FAIL with a line on how to fix it; the exit
+code is 1 if anything failed. It never changes anything.
+"""
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+from edge import config
+
+
+def _check_config(args, out):
+    try:
+        cfg = config.load(args.config, {"camera": {"source": args.source}, "storage": {"state_dir": args.state_dir}})
+        out("OK", "config", args.config or "embedded defaults")
+        return cfg
+    except config.ConfigError as e:
+        out("FAIL", "config", f"{e} -> fix the file, then: systemctl restart phonescope")
+        return None
+
+
+def _check_model(cfg, out):
+    from edge.enhancer import Enhancer, EngineError, ModelError
+
+    try:
+        enh, why = Enhancer.open(cfg["model"]["path"] or None, cfg["model"]["backend"], cfg["model"]["tile"])
+    except (ModelError, EngineError) as e:
+        out("FAIL", "model", f"{e} -> set [model] path to an exported model with its .json card")
+        return
+    import numpy as np
+
+    try:
+        y = enh.enhance(np.full((64, 64, 3), 0.5, np.float32))
+        assert np.isfinite(y).all()
+        out("OK", "model", f"{enh.card.name} {enh.card.version}, sha256 {enh.card.onnx_sha256[:12]}...")
+        out("OK", "backend", f"{enh.engine.name}: {why}")
+    except Exception as e:
+        out("FAIL", "backend", f"{enh.engine.name} cannot run the model: {e}")
+
+
+def _check_camera(cfg, out):
+    from edge.sources import SourceError, open_source
+
+    c = cfg["camera"]
+    result: dict = {}
+
+    def probe():
+        try:
+            src = open_source(c["source"], c["width"], c["height"], c["fps"])
+            f = src.read()
+            src.close()
+            result["ok"] = f"{c['source']}: frame {f.image.shape[1]}x{f.image.shape[0]}"
+        except SourceError as e:
+            result["err"] = str(e)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(30)
+    if "ok" in result:
+        out("OK", "camera", result["ok"])
+    else:
+        hint = "check the cable and `v4l2-ctl --list-devices`; the service user needs the video group" \
+            if c["source"].startswith("v4l2:") else "check [camera] source"
+        out("FAIL", "camera", f"{result.get('err', 'no frame within 30 s')} -> {hint}")
+
+
+def _check_storage(cfg, out):
+    state = config.state_dir(cfg)
+    probe = state if state.exists() else state.parent
+    if not probe.exists():
+        out("FAIL", "storage", f"{state} does not exist and its parent neither -> create it or set [storage] state_dir")
+        return
+    if not os.access(probe, os.W_OK | os.X_OK):
+        out("FAIL", "permissions", f"cannot write {probe} as uid {os.getuid()} -> chown it to the service user")
+    else:
+        out("OK", "permissions", f"{probe} writable")
+    free = shutil.disk_usage(probe).free / 1e6
+    mark = cfg["storage"]["min_free_mb"]
+    level = "OK" if free >= 2 * mark else ("WARN" if free >= mark else "FAIL")
+    out(level, "disk", f"{free:.0f} MB free in {probe} (captures stop below {mark:.0f} MB)"
+        + ("" if level == "OK" else " -> move old captures off the kiosk"))
+
+
+def _check_devices(cfg, out):
+    src = cfg["camera"]["source"]
+    if src.startswith("v4l2:"):
+        dev = src.split(":", 1)[1]
+        if not Path(dev).exists():
+            out("FAIL", "device", f"{dev} does not exist -> plug the camera in; see `ls /dev/video*`")
+        elif not os.access(dev, os.R_OK | os.W_OK):
+            out("FAIL", "device", f"no access to {dev} -> add the user to the video group: usermod -aG video USER")
+    if cfg["preview"]["sink"] == "fbdev" and not os.access(cfg["preview"]["fb_device"], os.W_OK):
+        out("FAIL", "preview", f"cannot write {cfg['preview']['fb_device']} -> add the user to the video group")
+    if cfg["preview"]["sink"] == "window" and not os.environ.get("DISPLAY"):
+        out("FAIL", "preview", "window preview but $DISPLAY is not set -> use sink = \"fbdev\" or start X")
+    try:
+        groups = {grp.getgrgid(g).gr_name for g in os.getgroups()}
+        if "video" not in groups and os.getuid() != 0:
+            out("WARN", "permissions", "this user is not in the video group (cameras, framebuffer)")
+    except KeyError:
+        pass
+
+
+def run(args) -> int:
+    failed = []
+
+    def out(level: str, what: str, msg: str) -> None:
+        if level == "FAIL":
+            failed.append(what)
+        print(f"{level:4s}  {what:12s} {msg}")
+        sys.stdout.flush()
+
+    cfg = _check_config(args, out)
+    if cfg is None:
+        return 1
+    _check_storage(cfg, out)
+    _check_devices(cfg, out)
+    _check_model(cfg, out)
+    _check_camera(cfg, out)
+    print(f"{len(failed)} problem(s)" + (f": {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
