@@ -26,9 +26,11 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
+BENCH_MINUTES ?= 10
 bench: setup
 	@mkdir -p .bench
 	$(PHONESCOPE) bench --size 1920x1080 --repeat 3 --json .bench/inference.json
+	$(PHONESCOPE) bench --pipeline --minutes $(BENCH_MINUTES) --json .bench/pipeline.json
 
 # Retrain the shipped default model from the shared real images (MINUTES of CPU time).
 train: setup

@@ -70,6 +70,9 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.pipeline:
+        from edge.bench_pipeline import run as run_pipeline
+        return run_pipeline(args)
     from edge.bench import run
     return run(args)
 
@@ -159,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", default="1920x1080", help="benchmark frame WIDTHxHEIGHT")
     b.add_argument("--repeat", type=int, default=3)
     b.add_argument("--json", metavar="OUT")
+    b.add_argument("--pipeline", action="store_true",
+                   help="measure the daemon instead: efficiency, capture latency, memory over time")
+    b.add_argument("--minutes", type=float, default=10.0, help="--pipeline: length of the run")
+    b.add_argument("--engine-seconds", type=float, default=20.0, help="--pipeline: engine-only timing")
     b.set_defaults(func=cmd_bench)
     return p
 

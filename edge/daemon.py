@@ -166,7 +166,7 @@ class Daemon:
                 backoff = 0.5
             except SourceError as e:
                 if self.camera_error != str(e):
-                    log.error("camera lost: %s", e)
+                    log.error("camera lost: %s", e, extra={"CAMERA_SOURCE": c["source"]})
                 self.camera_error = str(e)
                 if src is not None:
                     src.close()
@@ -268,12 +268,14 @@ class Daemon:
                 self.captures_done += 1
                 self.last_capture = {"path": str(stored.image), "seq": stored.seq, "time": time.time()}
                 self.warnings.pop("storage", None)
-                log.info("capture %d saved: %s", stored.seq, stored.image)
+                log.info("capture %d saved: %s", stored.seq, stored.image,
+                         extra={"CAPTURE_SEQ": stored.seq, "CAPTURE_PATH": str(stored.image),
+                                "CAPTURE_SHA256": stored.sha256, "SAMPLE_ID": req.sample_id or ""})
                 req.result.set_result(stored)
             except StorageError as e:
                 if isinstance(e, StorageFull):
                     self.warnings["storage"] = str(e)
-                log.error("capture refused: %s", e)
+                log.error("capture refused: %s", e, extra={"CAPTURE_ERROR": str(e)})
                 req.result.set_exception(e)
             except Exception as e:
                 log.exception("capture failed")
