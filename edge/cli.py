@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--state-dir", metavar="DIR")
     d.set_defaults(func=cmd_doctor)
 
+    from calibration.cli import add_parser as add_calibrate
+    add_calibrate(sub)
+
     e = sub.add_parser("enhance", help="enhance image files")
     e.add_argument("images", nargs="+", metavar="IMG")
     e.add_argument("--out", required=True, metavar="DIR")

@@ -123,6 +123,7 @@ class Daemon:
         self.model_path = Path(m["path"]) if m["path"] else DEFAULT_MODEL
         log.info("model %s %s on %s: %s", self.enhancer.card.name, self.enhancer.card.version,
                  self.enhancer.engine.name, self.backend_why)
+        self.pre = self._preprocessor()
         self.storage = Storage(self.state, self.cfg["storage"]["min_free_mb"])
         rep = self.storage.recover()
         if any(v for v in rep.values()):
@@ -132,6 +133,23 @@ class Daemon:
         except (OSError, cv2.error) as e:
             raise UserError(f"preview {self.preview_kind}: {str(e).strip().splitlines()[-1]}", EX_CONFIG) from None
         self.control = self._bind_control()
+
+    def _preprocessor(self):
+        from calibration.preprocess import Preprocessor
+        from calibration.profile import ProfileError, load
+
+        path = self.cfg["calibration"]["profile"]
+        if not path:
+            return Preprocessor(None)
+        try:
+            profile = load(path)
+        except ProfileError as e:
+            raise UserError(str(e), EX_CONFIG) from None
+        if not (self.enhancer.card.raw.get("training") or {}).get("calibrated_input"):
+            log.warning("calibration profile %s is applied, but model %s was not trained on calibrated "
+                        "images: retrain it on pairs made with this profile", path, self.enhancer.card.name)
+        log.info("calibration profile %s version %d", path, profile.version)
+        return Preprocessor(profile)
 
     def _bind_control(self) -> socket.socket:
         path = self.state / "control.sock"
@@ -203,11 +221,15 @@ class Daemon:
             if frame is None:
                 continue
             img = frame.image
-            if img.shape[1] > width:
-                img = cv2.resize(img, (width, round(img.shape[0] * width / img.shape[1])),
-                                 interpolation=cv2.INTER_AREA)
             try:
-                enh = self.preview_enhancer.enhance(img.astype(np.float32) / 255.0)
+                x = self.pre(img.astype(np.float32) / 255.0)
+                if x.shape[1] > width:
+                    x = cv2.resize(x, (width, round(x.shape[0] * width / x.shape[1])), interpolation=cv2.INTER_AREA)
+                    img = cv2.resize(img, (x.shape[1], x.shape[0]), interpolation=cv2.INTER_AREA)
+                enh = self.preview_enhancer.enhance(x)
+            except ValueError as e:  # a frame that does not match the calibration (size)
+                self.warnings["calibration"] = str(e)
+                continue
             except EngineError as e:
                 self.warnings["engine"] = str(e)
                 log.error("%s", e)
@@ -232,8 +254,8 @@ class Daemon:
             return
         t1 = time.monotonic()
         try:
-            enh = self.enhancer.enhance(frame.image.astype(np.float32) / 255.0)
-        except EngineError as e:
+            enh = self.enhancer.enhance(self.pre(frame.image.astype(np.float32) / 255.0))
+        except (EngineError, ValueError) as e:
             req.result.set_exception(StorageError(f"enhancement failed, nothing saved: {e}"))
             return
         t2 = time.monotonic()
@@ -260,7 +282,7 @@ class Daemon:
                                                          "height": frame.image.shape[0]},
                         "model": model_meta, "backend": self.enhancer.engine.name,
                         "backend_reason": self.backend_why,
-                        "calibration_profile": self.cfg["calibration"]["profile"] or None,
+                        "calibration_profile": self.pre.describe(),
                         "output": {"width": enh.shape[1], "height": enh.shape[0], "format": cap["format"]},
                         "timings": timings}
                 stored = self.storage.store(data, ext, meta, raw, req.sample_id)

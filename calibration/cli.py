@@ -1,0 +1,101 @@
+"""`phonescope calibrate colour|flat|dark`: build the kiosk's calibration profile."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.imageio import ImageError, read_image
+
+
+def _corners(text: str) -> np.ndarray:
+    try:
+        pts = [float(v) for v in text.replace(";", " ").replace(",", " ").split()]
+        if len(pts) != 8:
+            raise ValueError
+    except ValueError:
+        raise UserError("--corners takes 8 numbers: x,y of the chart's top-left, top-right, bottom-right "
+                        "and bottom-left corners", 2) from None
+    return np.asarray(pts, np.float32).reshape(4, 2)
+
+
+def cmd_colour(args) -> int:
+    from calibration import colour as C
+    from calibration.profile import update
+
+    try:
+        img = read_image(args.image)[0]
+    except ImageError as e:
+        raise UserError(str(e)) from None
+    measured = C.sample_patches(img, _corners(args.corners))
+    matrix = C.fit(measured, args.method)
+    before, after = C.delta_e(measured), C.delta_e(C.apply(measured, matrix, args.method))
+    print(f"{'patch':>5s} {'before':>7s} {'after':>7s}")
+    for i, (b, a) in enumerate(zip(before, after)):
+        print(f"{i + 1:5d} {b:7.2f} {a:7.2f}")
+    print(f"{'mean':>5s} {before.mean():7.2f} {after.mean():7.2f}   (CIEDE2000, {args.method})")
+    version = update(args.profile, "colour", {
+        "method": args.method, "matrix": np.round(matrix, 6).tolist(), "chart": C.CHART,
+        "source_image": str(args.image), "delta_e_before_mean": round(float(before.mean()), 3),
+        "delta_e_after_mean": round(float(after.mean()), 3),
+        "delta_e_after_max": round(float(after.max()), 3)})
+    print(f"wrote {args.profile} (version {version})", file=sys.stderr)
+    return 0
+
+
+def _frames(path):
+    from calibration.flat import frames_in
+
+    try:
+        frames = frames_in(path)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    if not frames:
+        raise UserError(f"{path}: no frames to average")
+    return frames
+
+
+def cmd_flat(args) -> int:
+    from calibration.flat import average, make_flat
+    from calibration.profile import ProfileError, load, update
+
+    dark = None
+    try:
+        if args.kind == "dark":
+            img = average(_frames(args.frames))
+            value = {"frames": len(_frames(args.frames)), "mean": round(float(img.mean()), 6)}
+        else:
+            if args.dark_from_profile:
+                dark = load(args.profile).dark
+            img = make_flat(_frames(args.frames), dark)
+            value = {"frames": len(_frames(args.frames)), "dark_subtracted": dark is not None,
+                     "corner_to_centre": round(float(img[:8, :8].mean() / img[img.shape[0] // 2 - 4:
+                                                                              img.shape[0] // 2 + 4].mean()), 4)}
+    except (ValueError, ImageError, ProfileError) as e:
+        raise UserError(str(e)) from None
+    version = update(args.profile, args.kind, value, img)
+    print(json.dumps(value))
+    print(f"wrote {args.profile} (version {version})", file=sys.stderr)
+    return 0
+
+
+def add_parser(sub) -> None:
+    c = sub.add_parser("calibrate", help="calibrate colour (chart photo), flat-field or dark frame")
+    csub = c.add_subparsers(dest="what", metavar="colour|flat|dark", required=True)
+    col = csub.add_parser("colour", help="colour-correction matrix from a 24-patch chart photo")
+    col.add_argument("image", metavar="IMG")
+    col.add_argument("--corners", required=True, help="x,y of the chart's TL, TR, BR, BL corners (8 numbers)")
+    col.add_argument("--method", choices=["linear", "root-polynomial"], default="root-polynomial")
+    col.add_argument("--profile", required=True, metavar="FILE")
+    col.set_defaults(func=cmd_colour)
+    for kind, text in (("flat", "flat-field from frames of an empty, evenly lit field"),
+                       ("dark", "dark frame from frames taken with the light off")):
+        f = csub.add_parser(kind, help=text)
+        f.add_argument("frames", metavar="DIR", help="folder of frames (or one image)")
+        f.add_argument("--profile", required=True, metavar="FILE")
+        if kind == "flat":
+            f.add_argument("--dark-from-profile", action="store_true",
+                           help="subtract the profile's dark frame first")
+        f.set_defaults(func=cmd_flat, kind=kind)
