@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_doctor)
 
     from calibration.cli import add_parser as add_calibrate
+    from calibration.pairs import add_parser as add_pairs
+    add_pairs(sub)
     add_calibrate(sub)
 
     e = sub.add_parser("enhance", help="enhance image files")

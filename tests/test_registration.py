@@ -1,0 +1,106 @@
+"""Registration against known warps: real images rotated, scaled, shifted, elastically warped, degraded."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from calibration.register import register
+from edge.imageio import read_rgb8, write_image
+from models.simulator import DEFAULT_PHONE, degrade
+from tests.conftest import SAMPLES, run_cli
+
+PHONE = DEFAULT_PHONE.replace(name="test-phone", vignetting=0.2, jpeg_quality=(60, 80))
+
+
+class KnownWarp:
+    """Phone pixel p -> reference coordinate T(p): similarity + a smooth elastic field."""
+
+    def __init__(self, ref_shape, scale, angle_deg, shift, elastic, seed=0):
+        h, w = ref_shape
+        self.scale, self.elastic = scale, elastic
+        self.hp, self.wp = int(h / scale * 0.8), int(w / scale * 0.8)
+        a = np.radians(angle_deg)
+        self.r = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        self.cp = np.array([(self.wp - 1) / 2, (self.hp - 1) / 2])
+        self.cr = np.array([(w - 1) / 2 + shift[0], (h - 1) / 2 + shift[1]])
+        self.phase = np.random.default_rng(seed).random(2) * 6.28
+
+    def __call__(self, px, py):
+        d = np.stack([px - self.cp[0], py - self.cp[1]], -1) @ self.r.T
+        ex = self.elastic * np.sin(2 * np.pi * py / self.hp + self.phase[0])
+        ey = self.elastic * np.cos(2 * np.pi * px / self.wp + self.phase[1])
+        return d[..., 0] + self.cr[0] + ex, d[..., 1] + self.cr[1] + ey
+
+    def phone_from(self, ref, seed=0):
+        yy, xx = np.mgrid[0:self.hp, 0:self.wp].astype(np.float32)
+        mx, my = self(xx, yy)
+        soft = cv2.GaussianBlur(ref, (0, 0), 0.45 * self.scale)
+        sampled = cv2.remap(soft, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_CUBIC)
+        return degrade(sampled, PHONE, seed=seed)[0]
+
+
+def true_error(warp: KnownWarp, reg) -> np.ndarray:
+    """|T(p_est(x)) - x| in reference pixels over the kept area, p_est = M^-1 (x + flow(x))."""
+    y0, y1, x0, x1 = reg.report["crop"]
+    ys, xs = np.mgrid[y0:y1:6, x0:x1:6].astype(np.float64)
+    f = reg.flow[ys.astype(int), xs.astype(int)]
+    qx, qy = xs + f[..., 0], ys + f[..., 1]
+    a, t = reg.matrix[:, :2].astype(np.float64), reg.matrix[:, 2].astype(np.float64)
+    p = (np.stack([qx - t[0], qy - t[1]], -1)) @ np.linalg.inv(a).T
+    tx, ty = warp(p[..., 0], p[..., 1])
+    return np.hypot(tx - xs, ty - ys).ravel()
+
+
+# Work in progress (issue "Calibration and real training pairs"): tissue is within the target;
+# blood smears (smooth, repetitive cells) measured true median 0.45-0.75 px and p95 1.2-2.2 px at
+# sampling factors 1.4-2.3, and the data-driven check rejects them: not yet claimed here.
+@pytest.mark.parametrize("name, scale, angle, shift, elastic", [
+    ("torchstain_target", 1.35, 2.0, (4.4, 7.7), 1.0),
+    ("torchstain_target", 1.8, -3.5, (-6.0, 3.0), 2.0),
+])
+def test_registration_accuracy_against_known_warps(name, scale, angle, shift, elastic):
+    ref = read_rgb8(SAMPLES / "reference" / f"{name}.jpg")
+    warp = KnownWarp(ref.shape[:2], scale, angle, shift, elastic)
+    phone = warp.phone_from(ref)
+    reg = register(phone, ref)
+    assert reg.ok, reg.reason
+    err = true_error(warp, reg)
+    med, p95 = np.median(err), np.percentile(err, 95)
+    assert med <= 0.5 and p95 <= 1.5, (med, p95)
+    assert abs(reg.report["scale"] - scale) < 0.05 * scale
+    assert reg.phone.shape == reg.reference.shape
+    y0, y1, x0, x1 = reg.report["crop"]
+    assert (y1 - y0) * (x1 - x0) > 0.3 * ref.shape[0] * ref.shape[1] / 1.0 * 0.8 ** 2
+
+
+def test_unrelated_images_are_rejected():
+    a = read_rgb8(SAMPLES / "reference" / "BloodImage_00004.jpg")
+    b = read_rgb8(SAMPLES / "reference" / "torchstain_target.jpg")
+    reg = register(b, a)
+    assert not reg.ok and reg.reason
+
+
+def test_pairs_command_writes_aligned_pairs_report_and_overlays(tmp_path):
+    ph, rf = tmp_path / "phone", tmp_path / "ref"
+    ph.mkdir(), rf.mkdir()
+    ref = read_rgb8(SAMPLES / "reference" / "torchstain_target.jpg")
+    for name, scale, angle in [("field-a", 1.4, 3.0), ("field-b", 1.6, -2.0)]:
+        write_image(rf / f"{name}.png", ref)
+        write_image(ph / f"{name}.jpg", KnownWarp(ref.shape[:2], scale, angle, (5.5, -3.3), 1.5).phone_from(ref))
+    write_image(ph / "wrong.jpg", read_rgb8(SAMPLES / "reference" / "BloodImage_00090.jpg"))
+    write_image(rf / "wrong.png", read_rgb8(SAMPLES / "reference" / "BloodImage_00130.jpg"))
+    r = run_cli("pairs", "--phone", ph, "--reference", rf, "--out", tmp_path / "pairs", timeout=600)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "pairs" / "report.json").read_text())
+    assert rep["pairs"]["field-a"]["accepted"] and rep["pairs"]["field-b"]["accepted"], rep
+    assert not rep["pairs"]["wrong"]["accepted"] and rep["pairs"]["wrong"]["reason"]
+    assert "REJECTED" in r.stderr and "2 of 3 pairs registered" in r.stdout
+    for stem in ("field-a", "field-b"):
+        a = cv2.imread(str(tmp_path / "pairs" / "phone" / f"{stem}.png"))
+        b = cv2.imread(str(tmp_path / "pairs" / "reference" / f"{stem}.png"))
+        assert a.shape == b.shape and (tmp_path / "pairs" / "overlay" / f"{stem}.jpg").is_file()
+    assert not (tmp_path / "pairs" / "phone" / "wrong.png").exists()
+    assert abs(rep["scale_median"] - 1.5) < 0.15
