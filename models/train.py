@@ -87,8 +87,12 @@ def _prepare_real(args, out: Path):
     held_pairs = [p for p in pairs if D.is_heldout(Path(p.name))]
     if not held_pairs and len(train_pairs) > 1:
         held_pairs, train_pairs = train_pairs[-1:], train_pairs[:-1]
-    scales = [p.reference.shape[1] / p.phone.shape[1] for p in pairs]
-    scale = float(np.median(scales))
+    report = Path(args.pairs) / "report.json"
+    if report.is_file():  # registered pairs: the phone side is already on the benchtop grid
+        rep = json.loads(report.read_text())
+        scale = float(rep.get("scale_median") or 1.0)
+    else:
+        scale = float(np.median([p.reference.shape[1] / p.phone.shape[1] for p in pairs]))
     D.write_pairs(held_pairs, out / "heldout")
     origin = {"kind": "registered pairs", "sources": [str(args.pairs)],
               "train_images": [p.name for p in train_pairs], "heldout_images": [p.name for p in held_pairs],
