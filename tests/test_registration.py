@@ -9,37 +9,11 @@ import pytest
 
 from calibration.register import register
 from edge.imageio import read_rgb8, write_image
-from models.simulator import DEFAULT_PHONE, degrade
+from calibration.synthetic import KnownWarp
+from models.simulator import DEFAULT_PHONE
 from tests.conftest import SAMPLES, run_cli
 
 PHONE = DEFAULT_PHONE.replace(name="test-phone", vignetting=0.2, jpeg_quality=(60, 80))
-
-
-class KnownWarp:
-    """Phone pixel p -> reference coordinate T(p): similarity + a smooth elastic field."""
-
-    def __init__(self, ref_shape, scale, angle_deg, shift, elastic, seed=0):
-        h, w = ref_shape
-        self.scale, self.elastic = scale, elastic
-        self.hp, self.wp = int(h / scale * 0.8), int(w / scale * 0.8)
-        a = np.radians(angle_deg)
-        self.r = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-        self.cp = np.array([(self.wp - 1) / 2, (self.hp - 1) / 2])
-        self.cr = np.array([(w - 1) / 2 + shift[0], (h - 1) / 2 + shift[1]])
-        self.phase = np.random.default_rng(seed).random(2) * 6.28
-
-    def __call__(self, px, py):
-        d = np.stack([px - self.cp[0], py - self.cp[1]], -1) @ self.r.T
-        ex = self.elastic * np.sin(2 * np.pi * py / self.hp + self.phase[0])
-        ey = self.elastic * np.cos(2 * np.pi * px / self.wp + self.phase[1])
-        return d[..., 0] + self.cr[0] + ex, d[..., 1] + self.cr[1] + ey
-
-    def phone_from(self, ref, seed=0):
-        yy, xx = np.mgrid[0:self.hp, 0:self.wp].astype(np.float32)
-        mx, my = self(xx, yy)
-        soft = cv2.GaussianBlur(ref, (0, 0), 0.45 * self.scale)
-        sampled = cv2.remap(soft, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_CUBIC)
-        return degrade(sampled, PHONE, seed=seed)[0]
 
 
 def true_error(warp: KnownWarp, reg) -> np.ndarray:
@@ -69,7 +43,7 @@ def test_registration_accuracy_against_known_warps():
     for name, scale, angle, shift, elastic, seed in known_warps():
         ref = read_rgb8(SAMPLES / "reference" / f"{name}.jpg")
         warp = KnownWarp(ref.shape[:2], scale, angle, shift, elastic, seed=seed)
-        reg = register(warp.phone_from(ref, seed=seed), ref)
+        reg = register(warp.phone_from(ref, PHONE, seed=seed), ref)
         if "crop" not in reg.report:
             lines.append(f"{name} x{scale:.2f}: {reg.reason}")
             continue
@@ -106,7 +80,7 @@ def test_pairs_command_writes_aligned_pairs_report_and_overlays(tmp_path):
     ref = read_rgb8(SAMPLES / "reference" / "torchstain_target.jpg")
     for name, scale, angle in [("field-a", 1.4, 3.0), ("field-b", 1.6, -2.0)]:
         write_image(rf / f"{name}.png", ref)
-        write_image(ph / f"{name}.jpg", KnownWarp(ref.shape[:2], scale, angle, (5.5, -3.3), 1.5).phone_from(ref))
+        write_image(ph / f"{name}.jpg", KnownWarp(ref.shape[:2], scale, angle, (5.5, -3.3), 1.5).phone_from(ref, PHONE))
     write_image(ph / "wrong.jpg", read_rgb8(SAMPLES / "reference" / "BloodImage_00090.jpg"))
     write_image(rf / "wrong.png", read_rgb8(SAMPLES / "reference" / "BloodImage_00130.jpg"))
     r = run_cli("pairs", "--phone", ph, "--reference", rf, "--out", tmp_path / "pairs", timeout=600)

@@ -1,0 +1,119 @@
+"""Phone/benchtop image sets with a known geometry, made from real benchtop images.
+
+Real paired photographs are what a clinic registers; to test and measure the
+registration and the whole new-phone workflow we need pairs whose true
+alignment is known. A `KnownWarp` maps phone pixels to benchtop coordinates
+(a similarity with a non-integer sampling factor plus a smooth elastic
+field); the phone image samples the benchtop image through it and then goes
+through the phone-optics simulator.
+
+    python -m calibration.synthetic --images DIR... --out DIR [--profile JSON] [--count N]
+
+writes DIR/phone/<stem>.jpg (what the phone saw) and DIR/reference/<stem>.png
+(the benchtop image), unregistered, as `phonescope pairs` expects them, and
+DIR/truth.json with each pair's warp.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.simulator import PhoneOptics, degrade
+
+# A phone unlike the one the shipped model was trained for (models.simulator.DEFAULT_PHONE):
+# other colour cross-talk and white balance, more vignetting and blur, stronger ISP sharpening.
+OTHER_PHONE = PhoneOptics(
+    name="other-phone", blur_sigma_centre=1.1, blur_sigma_corner=2.4, chromatic_red=0.004,
+    chromatic_blue=-0.002, vignetting=0.40,
+    crosstalk=((0.78, 0.17, 0.05), (0.12, 0.76, 0.12), (0.02, 0.20, 0.78)),
+    white_balance=(0.93, 1.0, 1.12), exposure=0.95, gamma=1.12, sharpen=0.8, jpeg_quality=(50, 85))
+
+
+class KnownWarp:
+    """Phone pixel p -> benchtop coordinate T(p): similarity + a smooth elastic field."""
+
+    def __init__(self, ref_shape, scale, angle_deg, shift, elastic, seed=0, coverage=0.8):
+        h, w = ref_shape
+        self.scale, self.angle_deg, self.shift, self.elastic = scale, angle_deg, tuple(shift), elastic
+        self.hp, self.wp = int(h / scale * coverage), int(w / scale * coverage)
+        a = np.radians(angle_deg)
+        self.r = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        self.cp = np.array([(self.wp - 1) / 2, (self.hp - 1) / 2])
+        self.cr = np.array([(w - 1) / 2 + shift[0], (h - 1) / 2 + shift[1]])
+        self.phase = np.random.default_rng(seed).random(2) * 6.28
+
+    def __call__(self, px, py):
+        d = np.stack([px - self.cp[0], py - self.cp[1]], -1) @ self.r.T
+        ex = self.elastic * np.sin(2 * np.pi * py / self.hp + self.phase[0])
+        ey = self.elastic * np.cos(2 * np.pi * px / self.wp + self.phase[1])
+        return d[..., 0] + self.cr[0] + ex, d[..., 1] + self.cr[1] + ey
+
+    def phone_from(self, ref: np.ndarray, profile: PhoneOptics, seed=0) -> np.ndarray:
+        """What the phone records of `ref` (RGB uint8): optics blur, coarse sampling, then the simulator."""
+        yy, xx = np.mgrid[0:self.hp, 0:self.wp].astype(np.float32)
+        mx, my = self(xx, yy)
+        soft = cv2.GaussianBlur(ref, (0, 0), 0.45 * self.scale)  # the sensor pixel's footprint
+        sampled = cv2.remap(soft, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_CUBIC)
+        return degrade(sampled, profile, seed=seed)[0]
+
+    def to_dict(self) -> dict:
+        return {"scale": round(self.scale, 4), "angle_deg": round(self.angle_deg, 3),
+                "shift": [round(float(v), 3) for v in self.shift], "elastic_px": round(self.elastic, 3)}
+
+
+def random_warp(ref_shape, rng: np.random.Generator, seed: int, scales=(1.3, 2.2)) -> KnownWarp:
+    return KnownWarp(ref_shape, float(rng.uniform(*scales)), float(rng.uniform(-5, 5)),
+                     tuple(rng.uniform(-8, 8, 2)), float(rng.uniform(0.5, 2.0)), seed=seed)
+
+
+def make_set(images: list[Path], out: Path, profile: PhoneOptics = OTHER_PHONE, seed: int = 0,
+             scales=(1.3, 2.2)) -> dict:
+    """Write phone/ and reference/ folders (unregistered) and truth.json; returns the truth."""
+    from edge.imageio import atomic_write, read_rgb8, write_image
+
+    rng = np.random.default_rng(seed)
+    (out / "phone").mkdir(parents=True, exist_ok=True)
+    (out / "reference").mkdir(parents=True, exist_ok=True)
+    truth = {"profile": profile.to_dict(), "pairs": {}}
+    for k, path in enumerate(images):
+        ref = read_rgb8(path)
+        warp = random_warp(ref.shape[:2], rng, seed * 100003 + k, scales)
+        phone = warp.phone_from(ref, profile, seed=seed * 100003 + k)
+        write_image(out / "reference" / f"{path.stem}.png", ref)
+        ok, buf = cv2.imencode(".jpg", phone[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        atomic_write(out / "phone" / f"{path.stem}.jpg", buf.tobytes())
+        truth["pairs"][path.stem] = warp.to_dict()
+    atomic_write(out / "truth.json", json.dumps(truth, indent=2).encode())
+    return truth
+
+
+def main(argv=None) -> int:
+    from models.data import list_images
+
+    p = argparse.ArgumentParser(prog="python -m calibration.synthetic", description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", nargs="+", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--profile", metavar="JSON", help="simulator configuration (default: OTHER_PHONE)")
+    p.add_argument("--count", type=int, default=0, help="use at most this many images (evenly spread)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        images = list_images(args.images)
+        profile = PhoneOptics.from_dict(json.loads(Path(args.profile).read_text())) if args.profile else OTHER_PHONE
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.count and len(images) > args.count:
+        images = [images[i] for i in np.linspace(0, len(images) - 1, args.count).astype(int)]
+    make_set(images, args.out, profile, args.seed)
+    print(f"wrote {len(images)} phone/benchtop pairs to {args.out} ({profile.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
