@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, metavar="DIR")
     t.add_argument("--minutes", type=float, default=30.0, help="training budget in wall-clock minutes")
     t.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: budget only)")
-    t.add_argument("--init", metavar="CHECKPOINT", help="fine-tune from this checkpoint")
+    t.add_argument("--init", metavar="CHECKPOINT",
+                   help="fine-tune from this checkpoint (with --pairs: the shipped model unless --scratch)")
+    t.add_argument("--scratch", action="store_true", help="with --pairs: train from scratch, not the shipped model")
     t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     t.add_argument("--profile", metavar="JSON", help="simulator configuration (a PhoneOptics JSON)")
     t.add_argument("--width", type=int, default=64)

@@ -25,6 +25,7 @@ from models.network import EnhanceNet, build
 from models.simulator import DEFAULT_PHONE, PhoneOptics
 
 CHECKPOINT = "checkpoint.pt"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "zoo" / "phonescope-default.pt"
 
 
 def log(msg: str) -> None:
@@ -161,20 +162,30 @@ def train(args) -> int:
         ck = load_checkpoint(ck_path)
         net = net_from_checkpoint(ck).train()
         log(f"resuming from {ck_path} at step {ck['step']} ({ck['elapsed_s'] / 60:.1f} min done)")
-    elif args.init:
-        ck = load_checkpoint(args.init)
-        net = net_from_checkpoint(ck).train()
-        ck = {"step": 0, "elapsed_s": 0.0, "history": [], "init": str(args.init)}
-        log(f"fine-tuning from {args.init}")
     else:
-        net = build({"width": args.width, "blocks": args.blocks}).train()
-        m = fit_colour([s.astype(np.float32) / 255 for s in sampler.inputs],
-                       [t.astype(np.float32) / 255 for t in sampler.targets])
-        with torch.no_grad():
-            net.colour.weight.copy_(torch.from_numpy(m[:, :3]).view(3, 3, 1, 1))
-            net.colour.bias.copy_(torch.from_numpy(m[:, 3]))
-        ck = {"step": 0, "elapsed_s": 0.0, "history": []}
-        log("colour layer initialised from the closed-form colour fit")
+        init = args.init
+        if init is None and args.pairs and not args.scratch and DEFAULT_WEIGHTS.is_file():
+            init = str(DEFAULT_WEIGHTS)  # a new phone: start from what the shipped model already knows
+        if init:
+            ck = load_checkpoint(init)
+            net = net_from_checkpoint(ck).train()
+            ck = {"step": 0, "elapsed_s": 0.0, "history": [], "init": str(init)}
+            log(f"fine-tuning from {init}")
+        else:
+            net = build({"width": args.width, "blocks": args.blocks}).train()
+            ck = {"step": 0, "elapsed_s": 0.0, "history": []}
+        if args.pairs or not init:
+            # Another phone's colour error is mostly global: its closed-form fit takes the bulk
+            # before the CNN learns the rest. Measured on 51 registered pairs of another phone
+            # (calibration.synthetic), 2 CPU minutes: fine-tuning beats training from scratch
+            # (held-out PSNR 31.5 vs 31.1 dB), and the refit starts it at validation PSNR 31.7
+            # instead of 23.7 dB, ending level with the plain fine-tune.
+            m = fit_colour([s.astype(np.float32) / 255 for s in sampler.inputs],
+                           [t.astype(np.float32) / 255 for t in sampler.targets])
+            with torch.no_grad():
+                net.colour.weight.copy_(torch.from_numpy(m[:, :3]).view(3, 3, 1, 1))
+                net.colour.bias.copy_(torch.from_numpy(m[:, 3]))
+            log("colour layer initialised from the closed-form colour fit")
 
     if "baseline" not in ck:
         k = min(len(train_pairs), 48)
