@@ -191,13 +191,12 @@ def register(phone: np.ndarray, ref: np.ndarray, max_median: float = 0.5, max_p9
                shift=[round(float(m[0, 2]), 2), round(float(m[1, 2]), 2)])
     warped = cv2.warpAffine(phone, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT)
     ones = np.full(phone.shape[:2], 255, np.uint8)
-    valid = cv2.warpAffine(ones, m, (w, h), flags=cv2.INTER_NEAREST) == 255
-    valid0 = valid.astype(np.uint8) * 255
+    valid0 = cv2.warpAffine(ones, m, (w, h), flags=cv2.INTER_NEAREST)
+    blur = 0.5 * scale + 0.5  # the phone's extra blur in reference px: compare like with like
     flow = np.zeros((h, w, 2), np.float32)
     for _ in range(ELASTIC_PASSES):  # the second pass measures what the first left
-        aligned = apply_flow(warped, flow) if flow.any() else warped
-        valid = (apply_flow(valid0, flow) == 255) if flow.any() else valid
-        flow = flow + elastic_field(aligned, ref, valid.astype(np.float32), 48.0, blur=0.5 * scale + 0.5)
+        valid = apply_flow(valid0, flow) == 255
+        flow += elastic_field(apply_flow(warped, flow), ref, valid.astype(np.float32), 48.0, blur)
     aligned = apply_flow(warped, flow)
     valid = apply_flow(valid0, flow) == 255
     mag = np.hypot(flow[..., 0], flow[..., 1])
@@ -209,7 +208,6 @@ def register(phone: np.ndarray, ref: np.ndarray, max_median: float = 0.5, max_p9
     y0, y1, x0, x1 = crop
     rep["crop"] = [y0, y1, x0, x1]
     a, b = ref[y0:y1, x0:x1], aligned[y0:y1, x0:x1]
-    blur = 0.5 * scale + 0.5
     res = residual(a, b, blur)              # 64-px patches: the median
     tail = residual(a, b, blur, 96, 48)     # 96-px patches: less estimator spread in the tail
     if len(res) < 8 or len(tail) < 4:
