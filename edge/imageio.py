@@ -9,11 +9,16 @@ power cut leaves either the old state or the complete new file.
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 from pathlib import Path
 
-import cv2
-import numpy as np
+MAX_PIXELS = 100_000_000   # 100 MP: a header claiming more is refused before anything is allocated
+# OpenCV's own guard for the formats we do not parse (default 2^30 pixels, i.e. 3 GB for RGB)
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 class ImageError(Exception):
@@ -31,12 +36,43 @@ def _check_complete(path: Path, data: bytes) -> None:
             raise ImageError(f"{path}: truncated PNG (no IEND chunk)")
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header without decoding; None if not found."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        if data[:2] == b"BM" and len(data) >= 26:
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if data[:2] == b"\xff\xd8":
+            i = 2
+            while i + 9 < len(data):
+                if data[i] != 0xFF:
+                    return None
+                marker = data[i + 1]
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                    i += 2
+                    continue
+                length = struct.unpack(">H", data[i + 2:i + 4])[0]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                    return w, h
+                i += 2 + length
+    except struct.error:
+        return None
+    return None
+
+
 def decode(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes as OpenCV stores them (BGR/BGRA/gray, 8/16-bit)."""
     path = Path(name)
     if not data:
         raise ImageError(f"{path}: empty file")
     _check_complete(path, data)
+    size = header_size(data)
+    if size is not None and (size[0] * size[1] > MAX_PIXELS or 0 in size):
+        raise ImageError(f"{path}: header says {size[0]}x{size[1]} pixels: empty or larger than the "
+                         f"{MAX_PIXELS // 1_000_000} MP limit")
     arr = np.frombuffer(data, np.uint8)
     try:
         img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)

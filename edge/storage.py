@@ -12,11 +12,20 @@ acknowledged). Nothing acknowledged is ever deleted.
 SQLite runs in WAL mode with synchronous=FULL: WAL lets the status command
 read while the writer commits, and FULL makes each commit durable at the
 moment it returns (NORMAL in WAL mode may lose the last commits on power
-loss), which is what "acknowledged only once durable" needs.
+loss), which is what "acknowledged only once durable" needs. WAL with FULL
+also survives a crash in the middle of a commit: an incomplete WAL frame is
+ignored when the database is next opened, so the catalogue is always the
+last committed state (PRAGMA integrity_check stays "ok").
+
+A full disk is refused before writing (the free-space watermark) and, if the
+disk fills between the check and the write (ENOSPC), whatever part of the
+capture was written is removed again, files and catalogue row alike, so a
+refused capture leaves nothing behind.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -33,6 +42,16 @@ SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FILE_MODE = 0o640     # patient material: not world-readable
 DIR_MODE = 0o750
 EXTS = {"png": ".png", "tiff": ".tiff", "jpeg": ".jpg"}
+RAW_SUFFIX = ".raw.jpg"
+IMAGE_SUFFIXES = (RAW_SUFFIX, ".png", ".tiff", ".jpg", ".json")
+
+
+def capture_stem(name: str) -> str:
+    """The capture a file belongs to: its name without the known suffix (sample ids may contain dots)."""
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[:-len(suffix)]
+    return name.rsplit(".", 1)[0]
 
 
 class StorageError(Exception):
@@ -90,11 +109,14 @@ class Storage:
         self.captures = self.root / "captures"
         self.min_free_mb = float(min_free_mb)
         self.captures.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-        self.db = sqlite3.connect(self.root / "catalog.sqlite", isolation_level=None, check_same_thread=False)
+        db_path = self.root / "catalog.sqlite"
+        # create it 0640 before SQLite does: its -wal and -shm files copy the database file's mode
+        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+        os.chmod(db_path, FILE_MODE)
+        self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
-        os.chmod(self.root / "catalog.sqlite", FILE_MODE)
 
     # -- free space -------------------------------------------------------
     def free_mb(self) -> float:
@@ -122,7 +144,12 @@ class Storage:
         folder = self.captures / f"{t:%Y}" / f"{t:%m}" / f"{t:%d}"
         if sample_id:
             folder = folder / sample_id
-        self._mkdirs(folder)
+        try:
+            self._mkdirs(folder)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise StorageFull(f"disk full: cannot create {folder.name}; free space in {self.root}") from None
+            raise StorageError(f"cannot create capture folder {folder}: {e.strerror}") from None
         stem = f"{t:%Y%m%dT%H%M%S}_{seq:06d}" + (f"_{sample_id}" if sample_id else "")
         image = folder / f"{stem}{ext}"
         raw = folder / f"{stem}.raw.jpg" if raw_jpeg is not None else None
@@ -138,14 +165,36 @@ class Storage:
             atomic_write(image, image_bytes, FILE_MODE)
             atomic_write(sidecar, json.dumps(meta, indent=2, sort_keys=True).encode(), FILE_MODE)
         except OSError as e:
-            for p in (raw, image):
-                if p is not None and not sidecar.exists():
-                    p.unlink(missing_ok=True)
-            if e.errno == 28:
-                raise StorageFull(f"disk full while writing {image.name}; free space in {self.root}") from None
+            self._undo(folder, sidecar, image, raw)
+            if e.errno == errno.ENOSPC:
+                raise StorageFull(f"disk full while writing {image.name}, nothing saved; free space in "
+                                  f"{self.root}") from None
             raise StorageError(f"cannot write capture {image.name}: {e.strerror}") from None
-        self._insert(seq, meta, image, raw, sidecar)
+        try:
+            self._insert(seq, meta, image, raw, sidecar)
+        except sqlite3.Error as e:
+            # the row did not commit: take the files back too, or the capture would reappear at the
+            # next start-up after the client was told it failed
+            self._undo(folder, sidecar, image, raw)
+            if "full" in str(e):
+                raise StorageFull(f"disk full while cataloguing {image.name}, nothing saved; free space in "
+                                  f"{self.root}") from None
+            raise StorageError(f"cannot catalogue capture {image.name}: {e}") from None
         return Stored(seq, image, sidecar, raw, digest, len(image_bytes))
+
+    @staticmethod
+    def _undo(folder: Path, sidecar: Path, image: Path, raw: Path | None) -> None:
+        """Remove what a failed capture wrote, its commit mark (the sidecar) first."""
+        for p in (sidecar, image, raw):
+            if p is not None:
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError:
+                    pass
+        try:
+            fsync_dir(folder)
+        except OSError:
+            pass
 
     def _mkdirs(self, folder: Path) -> None:
         missing = []
@@ -188,7 +237,7 @@ class Storage:
                 p = d / f
                 if not p.exists() or f.endswith(".json") or f.startswith("."):
                     continue
-                stem = f.split(".")[0]
+                stem = capture_stem(f)
                 if not (d / f"{stem}.json").exists():
                     p.unlink(missing_ok=True)  # never acknowledged: the sidecar is the commit mark
                     report["incomplete_removed"] += 1

@@ -11,7 +11,7 @@ reopening with backoff is the pipeline's job, not the source's.
 """
 from __future__ import annotations
 
-from edge.sources.base import Frame, Source, SourceError
+from edge.sources.base import CorruptFrame, Frame, Source, SourceError
 
 
 def open_source(uri: str, width: int = 1920, height: int = 1080, fps: float = 15.0) -> Source:
@@ -32,4 +32,4 @@ def open_source(uri: str, width: int = 1920, height: int = 1080, fps: float = 15
                       f"gst:PIPELINE, picamera2:N)")
 
 
-__all__ = ["Frame", "Source", "SourceError", "open_source"]
+__all__ = ["CorruptFrame", "Frame", "Source", "SourceError", "open_source"]

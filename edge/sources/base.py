@@ -12,6 +12,10 @@ class SourceError(Exception):
     """The camera failed or vanished; one line saying which and why."""
 
 
+class CorruptFrame(SourceError):
+    """One frame that cannot be used (undecodable, wrong shape); the camera itself may be fine."""
+
+
 @dataclass
 class Frame:
     image: np.ndarray            # RGB uint8, HxWx3

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 
 from edge.imageio import ImageError, decode
-from edge.sources.base import Frame, Pacer, Source, SourceError, as_rgb8
+from edge.sources.base import CorruptFrame, Frame, Pacer, Source, SourceError, as_rgb8
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -35,9 +35,13 @@ class FolderSource(Source):
         f = self.files[self.i % len(self.files)]
         self.i += 1
         try:
-            img = decode(f.read_bytes(), str(f))
-        except (OSError, ImageError) as e:
-            raise SourceError(f"{self.uri}: {e}") from None
+            data = f.read_bytes()
+        except OSError as e:
+            raise SourceError(f"{self.uri}: cannot read {f.name} ({e.strerror})") from None
+        try:
+            img = decode(data, str(f))
+        except ImageError as e:
+            raise CorruptFrame(f"{self.uri}: {e}") from None
         self.seq += 1
         return Frame(as_rgb8(img), self.seq, time.monotonic(), {"file": f.name})
 
