@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from edge.errors import UserError
+from edge.errors import OneLineParser, UserError
 
 
 def _positive_int(s: str) -> int:
@@ -78,7 +78,7 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="phonescope", description="Deep-learning enhanced phone-optics microscope")
+    p = OneLineParser(prog="phonescope", description="Deep-learning enhanced phone-optics microscope")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     r = sub.add_parser("run", help="the kiosk daemon (embedded defaults without a config)")
