@@ -28,7 +28,10 @@ def request(state_dir: str | os.PathLike | None, msg: dict, timeout: float = 180
     except PermissionError:
         raise UserError(f"permission denied on {path}: run as the phonescope user or group") from None
     try:
-        s.sendall(json.dumps(msg).encode() + b"\n")
+        try:
+            s.sendall(json.dumps(msg).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before it read the request (permission denied, busy): its answer is waiting
         line = s.makefile("rb").readline()
     except socket.timeout:
         raise UserError(f"the daemon did not answer within {timeout:.0f} s") from None

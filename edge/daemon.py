@@ -132,7 +132,7 @@ class Daemon:
 
     # -- start-up -------------------------------------------------------------
     def open(self) -> None:
-        os.umask(0o027)  # patient material: nothing we create is world-readable, whoever starts us
+        os.umask(os.umask(0) | 0o027)  # patient material: never world-readable (a stricter UMask= stays)
         self.state.mkdir(parents=True, exist_ok=True)
         self.lock_fd = os.open(self.state / "phonescope.lock", os.O_RDWR | os.O_CREAT, 0o640)
         try:
@@ -473,7 +473,7 @@ class Daemon:
         if uid in (0, os.getuid()) or gid == os.getgid():
             return True, uid, pid
         try:
-            raw = conn.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+            raw = conn.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)  # Python caps buflen at 1024: 256 groups
             groups = struct.unpack(f"{len(raw) // 4}I", raw[:len(raw) // 4 * 4])
         except OSError:
             groups = ()
