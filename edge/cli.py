@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from edge.engines import BACKENDS
 from edge.errors import OneLineParser, UserError
 
 
@@ -77,6 +78,11 @@ def cmd_bench(args) -> int:
     return run(args)
 
 
+def cmd_engine(args) -> int:
+    from models.engine_build import run
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="phonescope", description="Deep-learning enhanced phone-optics microscope")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -116,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", metavar="M", help="ONNX model (default: the shipped model)")
     e.add_argument("--tile", type=_positive_int, default=None, metavar="N",
                    help="tile size in pixels, 0 = whole image in one pass (default: the model card's)")
-    e.add_argument("--backend", choices=["auto", "onnxruntime"], default="auto")
+    e.add_argument("--backend", choices=BACKENDS, default="auto")
     e.set_defaults(func=cmd_enhance)
 
     v = sub.add_parser("evaluate", help="SSIM, PSNR and CIEDE2000 of a model on a pairs directory")
@@ -124,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--pairs", required=True, metavar="DIR")
     v.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     v.add_argument("--tile", type=_positive_int, default=None, metavar="N")
-    v.add_argument("--backend", choices=["auto", "onnxruntime"], default="auto")
+    v.add_argument("--backend", choices=BACKENDS, default="auto")
     v.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train the enhancement network")
@@ -164,8 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="measure inference speed; prints JSON")
     b.add_argument("--model", metavar="M")
-    b.add_argument("--backend", choices=["auto", "onnxruntime"], default="auto")
-    b.add_argument("--tile", type=_positive_int, default=None)
+    b.add_argument("--backend", choices=BACKENDS, default="auto")
+    b.add_argument("--tile", type=_positive_int, default=None, help="tile size (default: the model card's)")
+    b.add_argument("--batch", type=int, default=4, help="tiles per batch")
+    b.add_argument("--capture-size", default="3264x2448", help="the capture the per-capture figures are for "
+                   "(default 8 MP); 0 to skip")
+    b.add_argument("--peak-tflops", type=float, default=None, help="the device's FP16 peak (default: known GPUs)")
+    b.add_argument("--peak-bandwidth", type=float, default=None, help="the device's memory bandwidth in TB/s")
     b.add_argument("--size", default="1920x1080", help="benchmark frame WIDTHxHEIGHT")
     b.add_argument("--repeat", type=int, default=3)
     b.add_argument("--json", metavar="OUT")
@@ -174,6 +185,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--minutes", type=float, default=10.0, help="--pipeline: length of the run")
     b.add_argument("--engine-seconds", type=float, default=20.0, help="--pipeline: engine-only timing")
     b.set_defaults(func=cmd_bench)
+
+    g = sub.add_parser("engine", help="build or check the TensorRT engine for this device")
+    gsub = g.add_subparsers(dest="engine_command", metavar="build|check|stamp", required=True)
+    for name, helptext in (("build", "build the FP16 TensorRT engine from the ONNX model (minutes on a Jetson)"),
+                           ("check", "say whether the engine is fresh, stale (and why) or missing"),
+                           ("stamp", "write what a rebuild depends on to FILE, only if it changed (make engine)")):
+        q = gsub.add_parser(name, help=helptext)
+        if name == "stamp":
+            q.add_argument("file", metavar="FILE")
+        q.add_argument("--model", metavar="M", help="ONNX model (default: [model] path, else the shipped model)")
+        q.add_argument("--config", metavar="PATH", help="TOML config whose [model] tile and batch the engine is for")
+        q.add_argument("--tile", type=_positive_int, default=None, help="override [model] tile")
+        q.add_argument("--batch", type=int, default=None, help="override [model] batch")
+        if name == "build":
+            q.add_argument("--force", action="store_true", help="rebuild even if the engine is fresh")
+            q.add_argument("--out", metavar="ENGINE", help="engine file (default: beside the model, or "
+                           "$PHONESCOPE_ENGINE_DIR)")
+    g.set_defaults(func=cmd_engine)
     return p
 
 

@@ -58,7 +58,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
     },
     "model": {
         "path": (str, "", None),
-        "backend": (str, "auto", _one_of("auto", "onnxruntime")),
+        "backend": (str, "auto", _one_of("auto", "onnxruntime", "tensorrt", "torch")),
         "tile": (int, 512, _range(0, 8192)),
         "batch": (int, 4, _range(1, 64)),
     },

@@ -29,9 +29,11 @@ def _check_model(cfg, out):
     from edge.enhancer import Enhancer, EngineError, ModelError
 
     try:
-        enh, why = Enhancer.open(cfg["model"]["path"] or None, cfg["model"]["backend"], cfg["model"]["tile"])
+        enh, why = Enhancer.open(cfg["model"]["path"] or None, cfg["model"]["backend"], cfg["model"]["tile"],
+                                 cfg["model"]["batch"])
     except (ModelError, EngineError) as e:
-        out("FAIL", "model", f"{e} -> set [model] path to an exported model with its .json card")
+        hint = "" if "make engine" in str(e) else " -> set [model] path to an exported model with its .json card"
+        out("FAIL", "model", f"{e}{hint}")
         return
     import numpy as np
 

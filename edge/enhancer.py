@@ -42,7 +42,8 @@ class Enhancer:
              batch: int = 4, threads: int | None = None) -> tuple["Enhancer", str]:
         path = Path(model) if model else DEFAULT_MODEL
         card = load_card(path)
-        engine, why = open_engine(path, backend, alignment=card.alignment, threads=threads)
+        engine, why = open_engine(path, backend, alignment=card.alignment, threads=threads, tile=tile,
+                                  batch=batch, onnx_sha256=card.onnx_sha256)
         return cls(engine, card, tile, batch), why
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
@@ -62,17 +63,25 @@ class Enhancer:
 
         h, w = rgb.shape[:2]
         padded = tiling.pad_to_alignment(np.ascontiguousarray(rgb, np.float32), self.align)
-        chw = np.ascontiguousarray(padded.transpose(2, 0, 1))
-        p = tiling.plan(chw.shape[1], chw.shape[2], self.tile, self.halo, self.align, self.fixed)
-        out = np.empty_like(chw)
+        p = tiling.plan(padded.shape[0], padded.shape[1], self.tile, self.halo, self.align, self.fixed)
         t0 = time.perf_counter()
         tiles = list(p.tiles)
-        for i in range(0, len(tiles), self.batch):
-            group = tiles[i:i + self.batch]
-            batch = np.stack([tiling.extract(chw, t) for t in group])
-            result = self.engine.infer(batch)
-            if result.shape != batch.shape:
-                raise EngineError(f"{self.engine.name}: output shape {result.shape} != input {batch.shape}")
+        run_plan = getattr(self.engine, "run_plan", None)
+        if run_plan is not None:  # the backend tiles on its device (one upload, one download)
+            out = run_plan(padded, p, self.batch)
+            if out.shape != padded.shape:
+                raise EngineError(f"{self.engine.name}: output shape {out.shape} != input {padded.shape}")
+            self.last = Timing(time.perf_counter() - t0, len(tiles), len(tiles) * p.tile_h * p.tile_w, h * w)
+            return out[:h, :w]
+        chw = np.ascontiguousarray(padded.transpose(2, 0, 1))
+        out = np.empty_like(chw)
+        groups = [tiles[i:i + self.batch] for i in range(0, len(tiles), self.batch)]
+        batches = (np.stack([tiling.extract(chw, t) for t in group]) for group in groups)
+        want = chw.shape[:1] + (p.tile_h, p.tile_w)
+        for group, result in zip(groups, self.engine.infer_batches(batches)):
+            if result.shape != (len(group),) + want:
+                raise EngineError(f"{self.engine.name}: output shape {result.shape} != input "
+                                  f"{(len(group),) + want}")
             for t, r in zip(group, result):
                 tiling.place(out, r, t)
         self.last = Timing(time.perf_counter() - t0, len(tiles), len(tiles) * p.tile_h * p.tile_w, h * w)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -47,6 +48,17 @@ class Engine(ABC):
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """N x 3 x H x W float32 -> N x 3 x (H*s) x (W*s) float32."""
+
+    def infer_batches(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """infer() over a sequence of batches, results in order; backends that can overlap
+        host work with device work (TensorRT's double-buffered tiles) override it."""
+        for batch in batches:
+            yield self.infer(batch)
+
+    def time_device(self, n: int, h: int, w: int, repeat: int = 20) -> float | None:
+        """Seconds per batch of n HxW tiles already on the device (no host copies), where the
+        backend can measure that; None where the device is the host (the caller times infer())."""
+        return None
 
     def close(self) -> None:
         pass

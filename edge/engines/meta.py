@@ -1,0 +1,198 @@
+"""What a TensorRT engine was built from, and whether it still fits.
+
+An engine (`<model>.engine`) is only valid for the ONNX file, TensorRT
+version and GPU it was built with, and for the tile shape, batch and
+precision it was built for. The builder writes those beside it
+(`<model>.engine.json`); `freshness()` compares them with the model and the
+machine at hand. Pure Python: it runs (and is tested) without TensorRT.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+META_FORMAT = "phonescope-engine/1"
+REBUILD_HINT = "run `make engine` (or `phonescope engine build`)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the engine is built for (from the config's [model] tile and batch)."""
+
+    tile: tuple[int, int]
+    batch: int
+    precision: str = "fp16"
+
+    def as_dict(self) -> dict:
+        return {"tile": list(self.tile), "batch": self.batch, "precision": self.precision}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The TensorRT version and the GPU an engine runs on."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str   # "8.7"
+
+    def as_dict(self) -> dict:
+        return {"tensorrt_version": self.tensorrt_version, "gpu_name": self.gpu_name,
+                "compute_capability": self.compute_capability}
+
+
+@dataclass(frozen=True)
+class Freshness:
+    state: str        # fresh | stale | missing
+    reason: str = ""
+
+    @property
+    def fresh(self) -> bool:
+        return self.state == "fresh"
+
+    def __str__(self) -> str:
+        return self.state + (f" ({self.reason})" if self.reason else "")
+
+
+def engine_dir(onnx_path: str | Path) -> Path:
+    """Engines live beside the model unless PHONESCOPE_ENGINE_DIR says elsewhere (read-only installs)."""
+    d = os.environ.get("PHONESCOPE_ENGINE_DIR")
+    return Path(d) if d else Path(onnx_path).resolve().parent
+
+
+def engine_path(onnx_path: str | Path) -> Path:
+    return engine_dir(onnx_path) / (Path(onnx_path).stem + ".engine")
+
+
+def meta_path(engine: str | Path) -> Path:
+    return Path(str(engine) + ".json")
+
+
+def settings_from(tile: int | tuple[int, int], batch: int, precision: str = "fp16") -> Settings:
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    if th <= 0 or tw <= 0:
+        raise ValueError("a TensorRT engine is built for one tile shape: [model] tile must be > 0")
+    if batch < 1:
+        raise ValueError("[model] batch must be >= 1")
+    return Settings((int(th), int(tw)), int(batch), precision)
+
+
+def make_meta(onnx_sha256: str, machine: Machine, settings: Settings, **extra) -> dict:
+    return {"format": META_FORMAT, "onnx_sha256": onnx_sha256, **machine.as_dict(), **settings.as_dict(),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+
+
+def read_meta(engine: str | Path) -> dict | None:
+    p = meta_path(engine)
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return d if isinstance(d, dict) and d.get("format") == META_FORMAT else None
+
+
+def freshness(engine: str | Path, onnx_sha256: str, machine: Machine | None, settings: Settings | None) -> Freshness:
+    """fresh / stale (why) / missing, for this engine file against the model, machine and settings.
+
+    `machine` None skips the machine comparison (where it cannot be probed);
+    `settings` None accepts whatever tile and batch the engine was built for.
+    """
+    engine = Path(engine)
+    if not engine.is_file():
+        bad = Path(str(engine) + ".bad")
+        why = f"no engine at {engine}" + (" (the last one failed to load and was set aside as .bad)"
+                                          if bad.exists() else "")
+        return Freshness("missing", why)
+    meta = read_meta(engine)
+    if meta is None:
+        return Freshness("stale", f"no readable metadata {meta_path(engine).name} beside the engine")
+    if meta.get("onnx_sha256") != onnx_sha256:
+        return Freshness("stale", f"built from another ONNX file (sha256 {str(meta.get('onnx_sha256'))[:12]}... "
+                                  f"vs {onnx_sha256[:12]}...)")
+    if machine is not None:
+        if meta.get("tensorrt_version") != machine.tensorrt_version:
+            return Freshness("stale", f"built with TensorRT {meta.get('tensorrt_version')}, "
+                                      f"this machine has {machine.tensorrt_version}")
+        if meta.get("gpu_name") != machine.gpu_name or \
+                str(meta.get("compute_capability")) != machine.compute_capability:
+            return Freshness("stale", f"built for {meta.get('gpu_name')} (sm {meta.get('compute_capability')}), "
+                                      f"this GPU is {machine.gpu_name} (sm {machine.compute_capability})")
+    if settings is not None:
+        if list(meta.get("tile") or []) != list(settings.tile):
+            t = meta.get("tile") or ["?", "?"]
+            return Freshness("stale", f"built for {t[0]}x{t[1]} tiles, the config asks for "
+                                      f"{settings.tile[0]}x{settings.tile[1]}")
+        if meta.get("batch") != settings.batch:
+            return Freshness("stale", f"built for batch {meta.get('batch')}, the config asks for {settings.batch}")
+        if meta.get("precision") != settings.precision:
+            return Freshness("stale", f"built in {meta.get('precision')}, wanted {settings.precision}")
+    return Freshness("fresh")
+
+
+# -- the stamp `make engine` keys its rebuilds on ---------------------------------------------
+
+def stamp_text(onnx_sha256: str, machine: Machine, settings: Settings) -> str:
+    """Everything a rebuild depends on, one `key=value` a line; nothing that changes on its own (no times)."""
+    fields = {"onnx_sha256": onnx_sha256, **machine.as_dict(),
+              "tile": f"{settings.tile[0]}x{settings.tile[1]}", "batch": settings.batch,
+              "precision": settings.precision}
+    return "".join(f"{k}={v}\n" for k, v in fields.items())
+
+
+def write_stamp(path: str | Path, text: str) -> bool:
+    """Write the stamp only if its content changed (so its mtime moves only then); True if rewritten."""
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+# -- probing the machine without TensorRT's help -----------------------------------------------
+
+def probe_gpu() -> tuple[str, str] | None:
+    """(name, compute capability) of GPU 0 through pycuda or nvidia-smi; None if neither finds one."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if cuda.Device.count() > 0:
+            dev = cuda.Device(0)
+            major, minor = dev.compute_capability()
+            return dev.name(), f"{major}.{minor}"
+    except Exception:  # pycuda missing, or no driver / no device
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            r = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=20)
+            line = r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else ""
+            if "," in line:
+                name, cc = (s.strip() for s in line.split(",", 1))
+                return name, cc
+        except (OSError, subprocess.SubprocessError, IndexError):
+            pass
+    return None
+
+
+def probe_machine() -> tuple[Machine | None, str]:
+    """The TensorRT version and GPU here, or (None, why not)."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return None, "TensorRT is not installed (the [jetson] extra, or JetPack's python3-libnvinfer)"
+    gpu = probe_gpu()
+    if gpu is None:
+        return None, "no CUDA GPU found (pycuda and nvidia-smi see none)"
+    return Machine(str(trt.__version__), gpu[0], gpu[1]), ""
