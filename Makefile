@@ -6,7 +6,7 @@ PHONESCOPE := $(VENV)/bin/phonescope
 STAMP  := $(VENV)/.installed
 MINUTES ?= 50
 
-.PHONY: setup run test bench train install clean
+.PHONY: setup run test bench engine train install clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,24 @@ bench: setup
 	@mkdir -p .bench
 	$(PHONESCOPE) bench --size 1920x1080 --repeat 3 --json .bench/inference.json
 	$(PHONESCOPE) bench --pipeline --minutes $(BENCH_MINUTES) --json .bench/pipeline.json
+
+# The FP16 TensorRT engine for this device (Jetson). Rebuilt only when what it depends on changed:
+# `engine stamp` rewrites the stamp (ONNX sha256, [model] tile/batch, precision, TensorRT version,
+# GPU name and compute capability) only when its content differs, so a new model, new engine
+# settings or a JetPack upgrade rebuild, and nothing else does. Without TensorRT or a GPU it stops
+# with one line. ENGINE_CONFIG=/etc/phonescope/phonescope.toml builds for the kiosk's settings.
+ENGINE_MODEL  ?= models/zoo/phonescope-default.onnx
+ENGINE_CONFIG ?=
+ENGINE_FILE   ?= $(if $(PHONESCOPE_ENGINE_DIR),$(PHONESCOPE_ENGINE_DIR)/$(notdir $(basename $(ENGINE_MODEL))),$(basename $(ENGINE_MODEL))).engine
+ENGINE_STAMP  ?= $(ENGINE_FILE).stamp
+ENGINE_ARGS    = --model $(ENGINE_MODEL) $(if $(ENGINE_CONFIG),--config $(ENGINE_CONFIG))
+
+engine: setup
+	@$(PHONESCOPE) engine stamp $(ENGINE_STAMP) $(ENGINE_ARGS)
+	@$(MAKE) --no-print-directory $(ENGINE_FILE)
+
+$(ENGINE_FILE): $(ENGINE_STAMP)
+	$(PHONESCOPE) engine build --force --out $@ $(ENGINE_ARGS)
 
 # Long run of the daemon on the simulated camera (not part of `make test`): RSS, open fds, threads,
 # frame and capture latency over time, and a verdict whether anything grows (exit 1 if it does).
