@@ -27,6 +27,19 @@ from edge.imageio import atomic_write, read_image
 SAMPLES = Path(__file__).resolve().parent / "samples" / "phone"
 
 
+def wait_running(state: Path, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Poll the control socket until the daemon says it is running; False if it died or timed out."""
+    t_start = time.monotonic()
+    while proc.poll() is None and time.monotonic() - t_start < timeout_s:
+        try:
+            if request(state, {"cmd": "status"}, 5)["status"]["state"] == "running":
+                return True
+        except Exception:  # not listening yet, or mid-start
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def proc_stats(pid: int) -> dict:
     status = Path(f"/proc/{pid}/status").read_text()
     rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
@@ -68,15 +81,8 @@ def run(args) -> int:
     samples, latencies = [], []
     try:
         t_start = time.monotonic()
-        while True:
-            try:
-                if request(state, {"cmd": "status"}, 5)["status"]["state"] == "running":
-                    break
-            except Exception:
-                pass
-            if proc.poll() is not None or time.monotonic() - t_start > 120:
-                raise SystemExit(f"daemon did not start: {proc.stderr.read()[-500:]}")
-            time.sleep(0.2)
+        if not wait_running(state, proc, 120):
+            raise SystemExit(f"daemon did not start: {proc.stderr.read()[-500:]}")
         print(f"pipeline: {minutes:g} min run; captures every 30 s...", file=sys.stderr)
         warm = time.monotonic() + 30
         t_end = time.monotonic() + minutes * 60

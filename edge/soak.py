@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bench_pipeline import proc_stats
+from edge.bench_pipeline import proc_stats, wait_running
 from edge.control import request
 from edge.imageio import atomic_write
 
@@ -111,16 +111,8 @@ def run(args) -> int:
     print(f"soak: {args.minutes:g} min, simulated camera {args.size} @ {args.fps} fps, a capture every "
           f"{args.capture_every:g} s, samples every {args.sample_every:g} s; state in {state}", file=sys.stderr)
     try:
-        t_start = time.monotonic()
-        while True:
-            try:
-                if request(state, {"cmd": "status"}, 5)["status"]["state"] == "running":
-                    break
-            except Exception:
-                pass
-            if proc.poll() is not None or time.monotonic() - t_start > 300:
-                raise SystemExit(f"soak: the daemon did not start: {log_path.read_text()[-800:]}")
-            time.sleep(0.5)
+        if not wait_running(state, proc, 300):
+            raise SystemExit(f"soak: the daemon did not start: {log_path.read_text()[-800:]}")
         t0 = time.monotonic()
         t_end = t0 + args.minutes * 60
         next_sample = next_capture = t0
