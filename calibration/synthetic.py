@@ -85,7 +85,7 @@ def make_set(images: list[Path], out: Path, profile: PhoneOptics = OTHER_PHONE, 
         warp = random_warp(ref.shape[:2], rng, seed * 100003 + k, scales)
         phone = warp.phone_from(ref, profile, seed=seed * 100003 + k)
         write_image(out / "reference" / f"{path.stem}.png", ref)
-        ok, buf = cv2.imencode(".jpg", phone[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        _, buf = cv2.imencode(".jpg", phone[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
         atomic_write(out / "phone" / f"{path.stem}.jpg", buf.tobytes())
         truth["pairs"][path.stem] = warp.to_dict()
     atomic_write(out / "truth.json", json.dumps(truth, indent=2).encode())
