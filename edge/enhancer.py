@@ -71,10 +71,16 @@ class Enhancer:
             out = run_plan(padded, p, self.batch)
             if out.shape != padded.shape:
                 raise EngineError(f"{self.engine.name}: output shape {out.shape} != input {padded.shape}")
-            self.last = Timing(time.perf_counter() - t0, len(tiles), len(tiles) * p.tile_h * p.tile_w, h * w)
-            return out[:h, :w]
+        else:
+            out = self._run_tiles(padded, p)
+        self.last = Timing(time.perf_counter() - t0, len(tiles), len(tiles) * p.tile_h * p.tile_w, h * w)
+        return out[:h, :w]
+
+    def _run_tiles(self, padded: np.ndarray, p: tiling.Plan) -> np.ndarray:
+        """Host-side tiling: batches of tiles through engine.infer_batches, placed back -> H x W x 3."""
         chw = np.ascontiguousarray(padded.transpose(2, 0, 1))
         out = np.empty_like(chw)
+        tiles = list(p.tiles)
         groups = [tiles[i:i + self.batch] for i in range(0, len(tiles), self.batch)]
         batches = (np.stack([tiling.extract(chw, t) for t in group]) for group in groups)
         want = chw.shape[:1] + (p.tile_h, p.tile_w)
@@ -84,8 +90,7 @@ class Enhancer:
                                   f"{(len(group),) + want}")
             for t, r in zip(group, result):
                 tiling.place(out, r, t)
-        self.last = Timing(time.perf_counter() - t0, len(tiles), len(tiles) * p.tile_h * p.tile_w, h * w)
-        return out[:, :h, :w].transpose(1, 2, 0)
+        return out.transpose(1, 2, 0)
 
     def enhance(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """Float RGB [0,1] on the camera grid -> enhanced float RGB [0,1] on the output grid."""
