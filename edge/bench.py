@@ -118,7 +118,7 @@ def capture_figures(enh: Enhancer, w: int, h: int, repeat: int, peaks: dict | No
 def run(args) -> int:
     w, h = parse_size(args.size)
     cw, ch = (0, 0) if str(args.capture_size) == "0" else parse_size(args.capture_size)
-    batch = getattr(args, "batch", 4)
+    batch = args.batch
     if batch < 1:
         raise UserError("--batch must be >= 1", 2)
     try:
@@ -133,13 +133,11 @@ def run(args) -> int:
     mpx = oh * ow / 1e6
     device_name = getattr(engine, "device_name", None)
     peaks = device_peaks(device_name)
-    if peaks and getattr(args, "peak_tflops", None):
-        peaks = dict(peaks, fp16_tflops=args.peak_tflops, source="--peak-tflops")
-    if getattr(args, "peak_tflops", None) and getattr(args, "peak_bandwidth", None):
-        peaks = {"fp16_tflops": args.peak_tflops, "bandwidth_tb_s": args.peak_bandwidth,
-                 "source": "--peak-tflops/--peak-bandwidth"}
-    elif peaks and getattr(args, "peak_bandwidth", None):
-        peaks = dict(peaks, bandwidth_tb_s=args.peak_bandwidth, source="--peak-bandwidth")
+    flags = {"fp16_tflops": ("--peak-tflops", args.peak_tflops), "bandwidth_tb_s": ("--peak-bandwidth",
+                                                                                  args.peak_bandwidth)}
+    given = {k: v for k, (_, v) in flags.items() if v}
+    if given and (peaks or len(given) == len(flags)):  # a partial override needs the known device's other peak
+        peaks = dict(peaks or {}, **given, source="/".join(flags[k][0] for k in given))
     print(f"benchmarking {card.name} on {w}x{h} ({engine.name}), {args.repeat} runs each...", file=sys.stderr)
     t_tiled, out_tiled = time_enhance(tiled, frame, args.repeat)
     align = max(card.alignment, engine.spec.alignment)

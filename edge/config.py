@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from edge.engines import BACKENDS
 from edge.errors import EX_CONFIG, UserError
 
 try:
@@ -58,7 +59,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
     },
     "model": {
         "path": (str, "", None),
-        "backend": (str, "auto", _one_of("auto", "onnxruntime", "tensorrt", "torch")),
+        "backend": (str, "auto", _one_of(*BACKENDS)),
         "tile": (int, 512, _range(0, 8192)),
         "batch": (int, 4, _range(1, 64)),
     },

@@ -43,7 +43,7 @@ FILE_MODE = 0o640     # patient material: not world-readable
 DIR_MODE = 0o750
 EXTS = {"png": ".png", "tiff": ".tiff", "jpeg": ".jpg"}
 RAW_SUFFIX = ".raw.jpg"
-IMAGE_SUFFIXES = (RAW_SUFFIX, ".png", ".tiff", ".jpg", ".json")
+IMAGE_SUFFIXES = (RAW_SUFFIX, *EXTS.values(), ".json")  # the raw suffix first: it ends in .jpg too
 
 
 def capture_stem(name: str) -> str:
@@ -152,7 +152,7 @@ class Storage:
             raise StorageError(f"cannot create capture folder {folder}: {e.strerror}") from None
         stem = f"{t:%Y%m%dT%H%M%S}_{seq:06d}" + (f"_{sample_id}" if sample_id else "")
         image = folder / f"{stem}{ext}"
-        raw = folder / f"{stem}.raw.jpg" if raw_jpeg is not None else None
+        raw = folder / f"{stem}{RAW_SUFFIX}" if raw_jpeg is not None else None
         sidecar = folder / f"{stem}.json"
         digest = sha256_bytes(image_bytes)
         clock = "rtc" if t.year >= 2020 else "unsynchronised (before 2020: no real-time clock?)"
