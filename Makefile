@@ -6,7 +6,7 @@ PHONESCOPE := $(VENV)/bin/phonescope
 STAMP  := $(VENV)/.installed
 MINUTES ?= 50
 
-.PHONY: setup run test bench engine train install clean
+.PHONY: setup run test test-unit test-system bench engine train install clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,16 @@ $(STAMP): pyproject.toml
 run: setup
 	$(PHONESCOPE) run
 
+# tests/unit: in-process, fakes through the wiring, a fake clock (well under a minute);
+# tests/system: real processes, sockets, X server, systemd tooling, training runs.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests/unit tests/system
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+test-system: setup
+	$(PY) -m pytest -q tests/system
 
 BENCH_MINUTES ?= 10
 bench: setup
@@ -57,7 +65,7 @@ SOAK_ARGS ?=
 .PHONY: soak
 soak: setup
 	@mkdir -p .bench
-	$(PY) -m edge.soak --minutes $(SOAK_MINUTES) --json .bench/soak.json $(SOAK_ARGS)
+	$(PY) -m edge.measure.soak --minutes $(SOAK_MINUTES) --json .bench/soak.json $(SOAK_ARGS)
 
 # Retrain the shipped default model from the shared real images (MINUTES of CPU time).
 train: setup

@@ -1,4 +1,8 @@
-"""`phonescope calibrate colour|flat|dark`: build the kiosk's calibration profile."""
+"""`phonescope calibrate colour|flat|dark` and `phonescope pairs`: the calibration commands.
+
+Registered with the one entry point through the `phonescope.commands` entry
+point group (pyproject.toml), so edge/ never imports calibration/.
+"""
 from __future__ import annotations
 
 import json
@@ -6,8 +10,10 @@ import sys
 
 import numpy as np
 
+from calibration.pairs import add_parser as add_pairs
 from edge.errors import UserError
 from edge.imageio import ImageError, read_image
+from edge.profile import apply_ccm
 
 
 def _corners(text: str) -> np.ndarray:
@@ -31,7 +37,7 @@ def cmd_colour(args) -> int:
         raise UserError(str(e)) from None
     measured = C.sample_patches(img, _corners(args.corners))
     matrix = C.fit(measured, args.method)
-    before, after = C.delta_e(measured), C.delta_e(C.apply(measured, matrix, args.method))
+    before, after = C.delta_e(measured), C.delta_e(apply_ccm(measured, matrix, args.method))
     print(f"{'patch':>5s} {'before':>7s} {'after':>7s}")
     for i, (b, a) in enumerate(zip(before, after)):
         print(f"{i + 1:5d} {b:7.2f} {a:7.2f}")
@@ -59,7 +65,8 @@ def _frames(path):
 
 def cmd_flat(args) -> int:
     from calibration.flat import average, make_flat
-    from calibration.profile import ProfileError, load, update
+    from calibration.profile import update
+    from edge.profile import ProfileError, load
 
     dark = None
     try:
@@ -81,7 +88,8 @@ def cmd_flat(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_commands(sub) -> None:
+    add_pairs(sub)
     c = sub.add_parser("calibrate", help="calibrate colour (chart photo), flat-field or dark frame")
     csub = c.add_subparsers(dest="what", metavar="colour|flat|dark", required=True)
     col = csub.add_parser("colour", help="colour-correction matrix from a 24-patch chart photo")

@@ -9,21 +9,15 @@ perspective warp given by the chart's four corners.
 """
 from __future__ import annotations
 
-import warnings
-
 import cv2
 import numpy as np
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import colour
+from edge.colourspace import colour_science, srgb_to_lab, srgb_to_linear
+from edge.profile import CCM_METHODS as METHODS
 
-from models.metrics import srgb_to_lab
-from models.simulator import linear_to_srgb, srgb_to_linear
-
+colour = colour_science()
 CHART = "ColorChecker24 - After November 2014"
 ROWS, COLS = 4, 6
-METHODS = {"linear": ("Cheung 2004", {"terms": 3}), "root-polynomial": ("Finlayson 2015", {"degree": 2})}
 
 
 def reference_srgb() -> np.ndarray:
@@ -71,14 +65,6 @@ def fit(measured_srgb: np.ndarray, method: str = "root-polynomial") -> np.ndarra
     name, kw = METHODS[method]
     return np.asarray(colour.characterisation.matrix_colour_correction(
         srgb_to_linear(measured_srgb), srgb_to_linear(reference_srgb()), method=name, **kw), np.float32)
-
-
-def apply(rgb: np.ndarray, matrix: np.ndarray, method: str = "root-polynomial") -> np.ndarray:
-    """Apply a fitted correction to sRGB-encoded float RGB in [0, 1]."""
-    name, kw = METHODS[method]
-    lin = srgb_to_linear(np.clip(rgb, 0, 1))
-    out = colour.characterisation.apply_matrix_colour_correction(lin, matrix, method=name, **kw)
-    return linear_to_srgb(np.asarray(out, np.float32))
 
 
 def delta_e(patches_srgb: np.ndarray) -> np.ndarray:

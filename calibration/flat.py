@@ -13,9 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.imageio import read_image
-from models.data import list_images
-from models.simulator import linear_to_srgb, srgb_to_linear
+from edge.colourspace import srgb_to_linear
+from edge.imageio import list_images, read_image
 
 
 def average(paths: list[Path]) -> np.ndarray:
@@ -46,17 +45,3 @@ def make_flat(frames: list[Path], dark: np.ndarray | None = None, smooth_sigma: 
 
 def frames_in(path: str | Path) -> list[Path]:
     return list_images([path])
-
-
-def correct(rgb: np.ndarray, flat: np.ndarray | None, dark: np.ndarray | None) -> np.ndarray:
-    """(x - dark) / flat in linear light, for sRGB float input; frames of another size are refused."""
-    lin = srgb_to_linear(rgb)
-    for name, arr in (("dark", dark), ("flat", flat)):
-        if arr is not None and arr.shape != lin.shape:
-            raise ValueError(f"frame {lin.shape[1]}x{lin.shape[0]} does not match the {name} frame "
-                             f"{arr.shape[1]}x{arr.shape[0]}: recalibrate at this camera size")
-    if dark is not None:
-        lin = lin - dark
-    if flat is not None:
-        lin = lin / flat
-    return linear_to_srgb(lin)

@@ -40,8 +40,7 @@ def _one(job):
 def run(args) -> int:
     import numpy as np
 
-    from edge.imageio import atomic_write
-    from models.data import list_images
+    from edge.imageio import atomic_write, list_images
 
     out = Path(args.out)
     try:

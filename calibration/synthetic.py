@@ -23,9 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.simulator import PhoneOptics, degrade
+from edge.imageio import atomic_write, list_images, read_rgb8, write_image
+from edge.simulator import PhoneOptics, degrade
 
-# A phone unlike the one the shipped model was trained for (models.simulator.DEFAULT_PHONE):
+# A phone unlike the one the shipped model was trained for (edge.simulator.DEFAULT_PHONE):
 # other colour cross-talk and white balance, more vignetting and blur, stronger ISP sharpening.
 OTHER_PHONE = PhoneOptics(
     name="other-phone", blur_sigma_centre=1.1, blur_sigma_corner=2.4, chromatic_red=0.004,
@@ -74,8 +75,6 @@ def random_warp(ref_shape, rng: np.random.Generator, seed: int, scales=(1.3, 2.2
 def make_set(images: list[Path], out: Path, profile: PhoneOptics = OTHER_PHONE, seed: int = 0,
              scales=(1.3, 2.2)) -> dict:
     """Write phone/ and reference/ folders (unregistered) and truth.json; returns the truth."""
-    from edge.imageio import atomic_write, read_rgb8, write_image
-
     rng = np.random.default_rng(seed)
     (out / "phone").mkdir(parents=True, exist_ok=True)
     (out / "reference").mkdir(parents=True, exist_ok=True)
@@ -93,8 +92,6 @@ def make_set(images: list[Path], out: Path, profile: PhoneOptics = OTHER_PHONE, 
 
 
 def main(argv=None) -> int:
-    from models.data import list_images
-
     p = argparse.ArgumentParser(prog="python -m calibration.synthetic", description=__doc__.split("\n\n")[0])
     p.add_argument("--images", nargs="+", required=True, metavar="DIR")
     p.add_argument("--out", required=True, type=Path)

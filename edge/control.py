@@ -1,4 +1,9 @@
-"""Client side of the daemon's control socket: `phonescope capture` and `status`."""
+"""The control socket's protocol, and its client side: `phonescope capture` and `status`.
+
+One JSON object per line each way. Requests are validated by the same
+schema on both sides: the client builds them with make_request(), the
+daemon (edge.control_server) parses them with parse_request().
+"""
 from __future__ import annotations
 
 import json
@@ -6,17 +11,58 @@ import os
 import socket
 from pathlib import Path
 
+from edge import config
 from edge.errors import UserError
+
+SOCKET_NAME = "control.sock"
+REQUEST_MAX = 4096                                          # bytes in a request line
+COMMANDS = {"status": {"cmd"}, "capture": {"cmd", "sample_id"}}   # command -> the keys it may carry
+
+
+class BadRequest(ValueError):
+    """A request line the daemon refuses; the message is the reply's error."""
+
+
+def make_request(cmd: str, **args) -> dict:
+    msg = {"cmd": cmd, **args}
+    check_request(msg)
+    return msg
+
+
+def parse_request(line: bytes) -> dict:
+    """One request line -> the request; BadRequest saying what is wrong with it."""
+    if len(line) > REQUEST_MAX:
+        raise BadRequest(f"bad request: longer than {REQUEST_MAX} bytes")
+    try:
+        msg = json.loads(line or b"{}")
+    except ValueError:
+        raise BadRequest("bad request: not JSON") from None
+    check_request(msg)
+    return msg
+
+
+def check_request(msg) -> None:
+    if not isinstance(msg, dict):
+        raise BadRequest("bad request: not a JSON object")
+    cmd = msg.get("cmd")
+    if not isinstance(cmd, str) or cmd not in COMMANDS:
+        raise BadRequest(f"unknown command {str(cmd)[:40]!r}")
+    extra = set(msg) - COMMANDS[cmd]
+    if extra:
+        raise BadRequest(f"bad request: unknown key(s) {', '.join(sorted(map(str, extra)))[:80]}")
+
+
+def socket_path(state_dir: str | os.PathLike) -> Path:
+    return Path(state_dir) / SOCKET_NAME
 
 
 def default_state_dir() -> Path:
-    from edge import config
     return config.state_dir(config.load())
 
 
 def request(state_dir: str | os.PathLike | None, msg: dict, timeout: float = 180.0) -> dict:
     state = Path(state_dir) if state_dir else default_state_dir()
-    path = state / "control.sock"
+    path = socket_path(state)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -45,7 +91,7 @@ def request(state_dir: str | os.PathLike | None, msg: dict, timeout: float = 180
 
 
 def cmd_capture(args) -> int:
-    reply = request(args.state_dir, {"cmd": "capture", "sample_id": args.sample_id})
+    reply = request(args.state_dir, make_request("capture", sample_id=args.sample_id))
     if not reply.get("ok"):
         raise UserError(f"capture refused: {reply.get('error')}")
     print(reply["path"])
@@ -53,6 +99,6 @@ def cmd_capture(args) -> int:
 
 
 def cmd_status(args) -> int:
-    reply = request(args.state_dir, {"cmd": "status"}, timeout=10)
+    reply = request(args.state_dir, make_request("status"), timeout=10)
     print(json.dumps(reply.get("status", reply), indent=2))
     return 0 if reply.get("ok") else 1

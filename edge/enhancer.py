@@ -1,11 +1,12 @@
 """Image in, enhanced image out: resample, pad, tile, infer, stitch.
 
 This is the one place that turns the network into an image operation, shared
-by `enhance`, `evaluate`, the benchmark and (later) the daemon, so every path
-gives the same pixels.
+by `enhance`, `evaluate`, the benchmark and the daemon, so every path gives
+the same pixels.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +60,6 @@ class Enhancer:
 
     def run_network(self, rgb: np.ndarray) -> np.ndarray:
         """The network on an image already on the model grid (float32 HxWx3) -> float32 HxWx3, unclipped."""
-        import time
-
         h, w = rgb.shape[:2]
         padded = tiling.pad_to_alignment(np.ascontiguousarray(rgb, np.float32), self.align)
         p = tiling.plan(padded.shape[0], padded.shape[1], self.tile, self.halo, self.align, self.fixed)
@@ -94,7 +93,12 @@ class Enhancer:
 
     def enhance(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """Float RGB [0,1] on the camera grid -> enhanced float RGB [0,1] on the output grid."""
-        out = self.run_network(self.resample(rgb.astype(np.float32, copy=False), size))
+        return self.enhance_on_grid(self.resample(rgb.astype(np.float32, copy=False), size))
+
+    def enhance_on_grid(self, rgb: np.ndarray) -> np.ndarray:
+        """Float RGB [0,1] already on the model grid (the daemon's Preprocess resampled it) ->
+        enhanced float RGB [0,1]; EngineError if the network yields NaN or infinite values."""
+        out = self.run_network(rgb)
         if not np.isfinite(out).all():
             raise EngineError(f"{self.engine.name}: the model produced NaN or infinite values")
         return np.clip(out, 0.0, 1.0)

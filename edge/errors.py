@@ -15,6 +15,14 @@ class UserError(Exception):
         self.code = code
 
 
+def positive_int(s: str) -> int:
+    """An argparse type: an integer >= 0."""
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return v
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (exit 2, EX_USAGE) instead of usage + error."""
 

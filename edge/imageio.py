@@ -13,6 +13,7 @@ import struct
 import tempfile
 from pathlib import Path
 
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 MAX_PIXELS = 100_000_000   # 100 MP: a header claiming more is refused before anything is allocated
 # OpenCV's own guard for the formats we do not parse (default 2^30 pixels, i.e. 3 GB for RGB)
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
@@ -182,3 +183,16 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
 def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8, jpeg_quality: int = 90) -> None:
     p = Path(path)
     atomic_write(p, encode(rgb, p.suffix.lower(), bits, jpeg_quality))
+
+
+def list_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Image files among `paths` (files, or folders searched recursively), sorted and unique."""
+    out: list[Path] = []
+    for d in map(Path, paths):
+        if d.is_file():
+            out.append(d)
+        elif d.is_dir():
+            out.extend(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        else:
+            raise FileNotFoundError(f"{d}: no such file or directory")
+    return sorted(set(out))

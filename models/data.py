@@ -14,23 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.imageio import ImageError, read_rgb8, write_image
-from models.simulator import DEFAULT_PHONE, PhoneOptics, degrade
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-
-
-def list_images(dirs: list[str | Path]) -> list[Path]:
-    out: list[Path] = []
-    for d in dirs:
-        d = Path(d)
-        if d.is_file():
-            out.append(d)
-        elif d.is_dir():
-            out.extend(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
-        else:
-            raise FileNotFoundError(f"{d}: no such file or directory")
-    return sorted(set(out))
+from edge.imageio import ImageError, list_images, read_rgb8, write_image
+from edge.simulator import DEFAULT_PHONE, PhoneOptics, degrade
 
 
 def is_heldout(path: Path, fraction_in_ten: int = 1) -> bool:

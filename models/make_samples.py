@@ -12,10 +12,8 @@ import sys
 import zlib
 from pathlib import Path
 
-import cv2
-
 from edge.imageio import read_rgb8, write_image
-from models.simulator import DEFAULT_PHONE, degrade
+from edge.simulator import DEFAULT_PHONE, degrade
 
 OUT = Path(__file__).resolve().parent.parent / "edge" / "samples"
 

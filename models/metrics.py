@@ -4,14 +4,10 @@ SSIM and PSNR on RGB in [0, 1]; CIEDE2000 on CIE Lab from sRGB (D65).
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # colour-science warns that matplotlib is absent
-    import colour
+from edge.colourspace import colour_science, srgb_to_lab
 
 
 def ssim(test: np.ndarray, ref: np.ndarray) -> float:
@@ -22,13 +18,9 @@ def psnr(test: np.ndarray, ref: np.ndarray) -> float:
     return float(peak_signal_noise_ratio(ref, np.clip(test, 0, 1), data_range=1.0))
 
 
-def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    return colour.XYZ_to_Lab(colour.sRGB_to_XYZ(np.clip(rgb, 0, 1)))
-
-
 def ciede2000(test: np.ndarray, ref: np.ndarray) -> float:
     """Mean CIEDE2000 colour difference over all pixels."""
-    return float(np.mean(colour.delta_E(srgb_to_lab(test), srgb_to_lab(ref), method="CIE 2000")))
+    return float(np.mean(colour_science().delta_E(srgb_to_lab(test), srgb_to_lab(ref), method="CIE 2000")))
 
 
 def all_metrics(test: np.ndarray, ref: np.ndarray) -> dict:

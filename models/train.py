@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge.simulator import DEFAULT_PHONE, PhoneOptics
 from models import data as D
 from models.baseline import fit_baseline, fit_colour
 from models.network import EnhanceNet, build
-from models.simulator import DEFAULT_PHONE, PhoneOptics
 
 CHECKPOINT = "checkpoint.pt"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "zoo" / "phonescope-default.pt"

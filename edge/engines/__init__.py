@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge.engines import meta
 from edge.engines.base import Engine, EngineError, InputSpec
+from edge.modelcard import sha256_file
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 
@@ -26,15 +28,12 @@ def tensorrt_plan(model_path: str | Path, onnx_sha256: str | None, tile: int | N
                   batch: int) -> tuple[Path | None, str]:
     """(engine file, "") if a fresh TensorRT engine for this model and these settings can run here,
     else (None, why not)."""
-    from edge.engines import meta
-
     if tile == 0:
         return None, "whole-image inference (tile 0) needs a backend with dynamic shapes"
     machine, why = meta.probe_machine()
     if machine is None:
         return None, why
     if onnx_sha256 is None:
-        from edge.modelcard import sha256_file
         onnx_sha256 = sha256_file(model_path)
     settings = meta.settings_from(tile, batch) if tile else None
     path = meta.engine_path(model_path)
@@ -76,9 +75,7 @@ def open_engine(model_path: str | Path, backend: str = "auto", alignment: int = 
                 raise
             why_not = str(e)
     if backend == "tensorrt":
-        from edge.engines.meta import REBUILD_HINT
-
-        hint = f"; {REBUILD_HINT}" if why_not.startswith("engine ") else ""
+        hint = f"; {meta.REBUILD_HINT}" if why_not.startswith("engine ") else ""
         raise EngineError(f"tensorrt: {why_not}{hint}")
     engine = _open_onnxruntime(model_path, alignment, threads)
     return engine, f"auto: ONNX Runtime ({engine.provider}); TensorRT not used: {why_not}"

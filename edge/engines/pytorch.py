@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.engines.base import Engine, EngineError, InputSpec
+from edge.modelcard import ModelError, load_card
 
 MAX_GRAPHS = 4
 VERIFY_TOL = 1e-3
@@ -46,8 +47,6 @@ class TorchEngine(Engine):
             import torch
         except ImportError:
             raise EngineError("torch backend: PyTorch is not installed (pip install 'phonescope[train]')") from None
-        from edge.modelcard import ModelError, load_card
-
         self.torch = torch
         model_path = Path(model_path)
         try:

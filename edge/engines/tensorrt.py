@@ -192,4 +192,3 @@ class TensorRTEngine(Engine):
             self.context = self.engine = None
             self.stream = None
         self.ctx.detach()
-

@@ -16,12 +16,37 @@ class CorruptFrame(SourceError):
     """One frame that cannot be used (undecodable, wrong shape); the camera itself may be fine."""
 
 
-@dataclass
+MIN_SIDE = 16     # a frame smaller than this is a driver fault, not a picture
+
+
+@dataclass(frozen=True)
 class Frame:
-    image: np.ndarray            # RGB uint8, HxWx3
+    """One camera frame, checked when it is made: a source cannot hand the pipeline a bad one."""
+
+    image: np.ndarray            # RGB, HxWx3, uint8 or uint16
     seq: int                     # frame counter of this source
-    t: float                     # time.monotonic() when grabbed
+    t: float                     # host time.monotonic() when grabbed
     settings: dict = field(default_factory=dict)  # camera settings worth recording with a capture
+    sensor_t: float | None = None  # the sensor's own timestamp (s), where the source has one
+
+    def __post_init__(self):
+        img = self.image
+        if not isinstance(img, np.ndarray) or img.dtype not in (np.uint8, np.uint16) or img.ndim != 3 \
+                or img.shape[2] != 3 or img.shape[0] < MIN_SIDE or img.shape[1] < MIN_SIDE:
+            what = [type(img).__name__, getattr(img, "shape", None), getattr(img, "dtype", None)]
+            raise CorruptFrame(f"corrupt frame ({' '.join(str(w) for w in what if w is not None)})")
+        if not isinstance(self.seq, int) or isinstance(self.seq, bool) or self.seq < 0:
+            raise CorruptFrame(f"corrupt frame: sequence number {self.seq!r}")
+        if not isinstance(self.t, float) or self.t != self.t:
+            raise CorruptFrame(f"corrupt frame: grab time {self.t!r}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)"""
+        return self.image.shape[1], self.image.shape[0]
+
+    def as_uint8(self) -> np.ndarray:
+        return self.image if self.image.dtype == np.uint8 else (self.image >> 8).astype(np.uint8)
 
 
 def as_rgb8(img: np.ndarray, bgr: bool = True) -> np.ndarray:

@@ -44,7 +44,8 @@ class OpenCVSource(Source):
             v = self.cap.get(prop)
             if v and v > 0:
                 settings[name] = v
-        return Frame(as_rgb8(img), self.seq, time.monotonic(), settings)
+        stamp_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)  # V4L2: the driver's buffer timestamp
+        return Frame(as_rgb8(img), self.seq, time.monotonic(), settings, stamp_ms / 1e3 if stamp_ms > 0 else None)
 
     def close(self) -> None:
         self.cap.release()

@@ -38,7 +38,8 @@ class Picamera2Source(Source):
             raise SourceError(f"{self.uri}: capture failed: {e}") from None
         self.seq += 1
         settings = {k: meta[k] for k in ("ExposureTime", "AnalogueGain", "ColourGains", "Lux") if k in meta}
-        return Frame(img, self.seq, time.monotonic(), settings)
+        sensor_ns = meta.get("SensorTimestamp")  # ns, the kernel's timestamp of the frame's start of exposure
+        return Frame(img, self.seq, time.monotonic(), settings, sensor_ns / 1e9 if sensor_ns else None)
 
     def close(self) -> None:
         try:

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import cv2
 
-from edge.imageio import ImageError, decode
+from edge.imageio import IMAGE_EXTS, ImageError, decode
 from edge.sources.base import CorruptFrame, Frame, Pacer, Source, SourceError, as_rgb8
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
 
 def open_replay(path: str, fps: float) -> Source:

@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge import SAMPLES
 from edge.imageio import read_rgb8
+from edge.simulator import DEFAULT_PHONE, degrade
 from edge.sources.base import Frame, Pacer, Source, SourceError
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "reference"
+SLIDES = SAMPLES / "reference"
 
 
 def slide_strip(height: int) -> np.ndarray:
     """The sample references side by side, scaled to `height`, first one repeated at the end to wrap."""
-    refs = [read_rgb8(p) for p in sorted(SAMPLES.glob("*.jpg"))]
+    refs = [read_rgb8(p) for p in sorted(SLIDES.glob("*.jpg"))]
     if not refs:
-        raise SourceError(f"simulated: no sample slides in {SAMPLES}")
+        raise SourceError(f"simulated: no sample slides in {SLIDES}")
     scaled = [cv2.resize(r, (max(1, round(r.shape[1] * height / r.shape[0])), height),
                          interpolation=cv2.INTER_CUBIC if height > r.shape[0] else cv2.INTER_AREA) for r in refs]
     return np.concatenate(scaled + scaled[:1], axis=1)
@@ -35,8 +36,6 @@ class SimulatedSource(Source):
     uri = "simulated"
 
     def __init__(self, width: int, height: int, fps: float, positions: int = 8):
-        from models.simulator import DEFAULT_PHONE  # numpy/OpenCV only, no torch
-
         self.width, self.height, self.profile = width, height, DEFAULT_PHONE
         strip = slide_strip(height)
         span = strip.shape[1] - width
@@ -54,8 +53,6 @@ class SimulatedSource(Source):
         self.thread.start()
 
     def _render(self) -> None:
-        from models.simulator import degrade
-
         for k, x in enumerate(self.offsets):
             if self.stop.is_set():
                 return

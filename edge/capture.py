@@ -1,0 +1,180 @@
+"""Captures: the request, why one can fail, the queue that admits them, the writer that stores them.
+
+A request is admitted (CaptureQueue.submit) only if the daemon is running,
+the sample id is valid, the disk is above its watermark and fewer than
+CAPTURE_QUEUE requests wait; otherwise the caller gets a CaptureError at
+once. The inference loop enhances a frame grabbed after the request and
+hands the result to the CaptureWriter, which encodes it, assembles the
+sidecar and calls Storage.store (whose commit protocol makes it durable).
+The request's future is resolved only then: acknowledged means durable.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from edge.imageio import encode
+from edge.notices import Notices
+from edge.sources import Frame
+from edge.storage import EXTS, Storage, StorageError, StorageFull, Stored, check_sample_id
+
+log = logging.getLogger("phonescope")
+
+CAPTURE_QUEUE = 4          # pending capture requests beyond this are answered "busy"
+RAW_JPEG_QUALITY = 95
+
+
+class CaptureError(Exception):
+    """A capture that was refused or failed, nothing saved; one line saying why."""
+
+
+class Busy(CaptureError):
+    pass
+
+
+class Stopping(CaptureError):
+    pass
+
+
+class BadSampleId(CaptureError):
+    pass
+
+
+class FrameTimeout(CaptureError):
+    """No camera frame came after the request."""
+
+
+class EngineFailed(CaptureError):
+    pass
+
+
+class DiskFull(CaptureError):
+    pass
+
+
+class StoreFailed(CaptureError):
+    pass
+
+
+@dataclass
+class CaptureRequest:
+    sample_id: str | None
+    origin: str                      # "socket", "key", "interval"
+    t: float = field(default_factory=time.monotonic)   # frames grabbed after this count
+    result: Future = field(default_factory=Future)     # -> Stored, or a CaptureError
+
+
+class CaptureQueue:
+    """Admission and a bounded FIFO from the callers (socket, keys, interval) to the inference loop."""
+
+    def __init__(self, check_space: Callable[[], None], notices: Notices, stopping: threading.Event,
+                 size: int = CAPTURE_QUEUE):
+        self.check_space, self.notices, self.stopping = check_space, notices, stopping
+        self.size = size
+        self.pending: queue.Queue[CaptureRequest] = queue.Queue(maxsize=size)
+
+    def submit(self, sample_id: str | None, origin: str) -> CaptureRequest:
+        if self.stopping.is_set():
+            raise Stopping("daemon is stopping")
+        try:
+            sample_id = check_sample_id(sample_id)
+            self.check_space()
+        except StorageFull as e:
+            self.notices.set("storage", str(e))
+            log.error("capture refused: %s", e, extra={"CAPTURE_ERROR": str(e)})
+            raise DiskFull(str(e)) from None
+        except StorageError as e:
+            raise BadSampleId(str(e)) from None
+        req = CaptureRequest(sample_id, origin)
+        try:
+            self.pending.put_nowait(req)
+        except queue.Full:
+            raise Busy(f"busy: {self.size} captures are already waiting") from None
+        self.notices.clear("busy")
+        return req
+
+    def next(self) -> CaptureRequest | None:
+        try:
+            return self.pending.get_nowait()
+        except queue.Empty:
+            return None
+
+    def fail_pending(self, why: str) -> None:
+        """At shutdown: answer whatever is still waiting."""
+        while (req := self.next()) is not None:
+            req.result.set_exception(Stopping(why))
+
+    def qsize(self) -> int:
+        return self.pending.qsize()
+
+
+class CaptureWriter:
+    """The storage thread: encode, sidecar, Storage.store, then acknowledge. Never drops a capture."""
+
+    def __init__(self, storage: Storage, cfg_capture: dict, camera_meta: dict, static_meta: dict,
+                 notices: Notices):
+        self.storage, self.cfg, self.notices = storage, cfg_capture, notices
+        self.camera_meta, self.static_meta = camera_meta, static_meta
+        self.jobs: queue.Queue = queue.Queue()
+        self.captures_done = 0
+        self.last_capture: dict | None = None
+
+    def put(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict) -> None:
+        """An enhanced capture (RGB uint8/uint16 on the output grid) to store."""
+        self.jobs.put((req, frame, image, timings))
+
+    def finish(self) -> None:
+        """Store what is queued, then end run()."""
+        self.jobs.put(None)
+
+    def qsize(self) -> int:
+        return self.jobs.qsize()
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            req = job[0]
+            try:
+                req.result.set_result(self._store(*job))
+            except CaptureError as e:
+                req.result.set_exception(e)
+            except Exception as e:
+                log.exception("capture failed")
+                req.result.set_exception(StoreFailed(f"capture failed: {type(e).__name__}: {e}"))
+
+    def _store(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict) -> Stored:
+        t0 = time.monotonic()
+        fmt = self.cfg["format"]
+        data = encode(image, EXTS[fmt], 16 if image.dtype == np.uint16 else 8, self.cfg["jpeg_quality"])
+        raw = encode(frame.as_uint8(), ".jpg", jpeg_quality=RAW_JPEG_QUALITY) if self.cfg["keep_raw"] else None
+        camera = {**self.camera_meta, **frame.settings, "frame_seq": frame.seq,
+                  "width": frame.image.shape[1], "height": frame.image.shape[0]}
+        if frame.sensor_t is not None:
+            camera["sensor_time_s"] = frame.sensor_t
+        meta = {"origin": req.origin, "camera": camera, **self.static_meta,
+                "output": {"width": image.shape[1], "height": image.shape[0], "format": fmt,
+                           "bits": 16 if image.dtype == np.uint16 else 8},
+                "timings": timings}
+        try:
+            stored = self.storage.store(data, EXTS[fmt], meta, raw, req.sample_id)
+        except StorageFull as e:
+            self.notices.set("storage", str(e))
+            log.error("capture refused: %s", e, extra={"CAPTURE_ERROR": str(e)})
+            raise DiskFull(str(e)) from None
+        except StorageError as e:
+            log.error("capture failed: %s", e, extra={"CAPTURE_ERROR": str(e)})
+            raise StoreFailed(str(e)) from None
+        timings["store_s"] = round(time.monotonic() - t0, 4)
+        self.captures_done += 1
+        self.last_capture = {"path": str(stored.image), "seq": stored.seq, "time": time.time()}
+        self.notices.clear("storage")
+        log.info("capture %d saved: %s", stored.seq, stored.image,
+                 extra={"CAPTURE_SEQ": stored.seq, "CAPTURE_PATH": str(stored.image),
+                        "CAPTURE_SHA256": stored.sha256, "SAMPLE_ID": req.sample_id or ""})
+        return stored

@@ -1,0 +1,121 @@
+"""The inference loop: the engine's only user (one GPU context, one thread).
+
+Each turn it serves a waiting capture first (full resolution, on a frame
+grabbed after the request), else the newest camera frame for the preview
+(reduced to the preview width). Frames go Preprocess -> Enhancer (tiles
+through the engine) -> Postprocess; captures then go to the CaptureWriter,
+preview pictures to the preview. It stamps `alive_t` every turn and
+`frame_t` for every enhanced frame, with the daemon's clock, so the
+systemd loop can tell a hung engine (no WATCHDOG=1 then) from an idle one.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from edge import SAMPLES
+from edge.camera_reader import LatestFrame
+from edge.capture import CaptureQueue, CaptureRequest, CaptureWriter, EngineFailed, FrameTimeout
+from edge.enhancer import EngineError, Enhancer
+from edge.errors import EX_CONFIG, UserError
+from edge.imageio import read_image
+from edge.notices import Notices
+from edge.sources import Frame
+from edge.stages import Postprocess, Preprocess
+
+log = logging.getLogger("phonescope")
+
+FRAME_WAIT_S = 10.0        # a capture waits this long for a fresh frame
+
+
+def self_test(enhancer: Enhancer) -> None:
+    """One small real image through the engine before READY: a model that yields NaN/inf or the
+    wrong shape is refused at start (exit 78) rather than found at the first capture."""
+    sample = sorted((SAMPLES / "phone").glob("*.jpg"))[0]
+    img = np.ascontiguousarray(read_image(sample)[0][:96, :128])
+    try:
+        out = enhancer.enhance(img)
+    except (EngineError, ValueError) as e:
+        raise UserError(f"model self-test failed, refusing to start: {e}", EX_CONFIG) from None
+    if out.ndim != 3 or out.shape[2] != 3:
+        raise UserError(f"model self-test failed: output {out.shape} is not RGB", EX_CONFIG)
+
+
+class InferenceLoop:
+    def __init__(self, enhancer: Enhancer, pre: Preprocess, post: Postprocess, latest: LatestFrame,
+                 captures: CaptureQueue, writer: CaptureWriter,
+                 publish: Callable[[np.ndarray, np.ndarray], None], camera_error: Callable[[], str | None],
+                 notices: Notices, stopping: threading.Event, clock: Callable[[], float] = time.monotonic,
+                 frame_wait_s: float = FRAME_WAIT_S):
+        self.enhancer, self.pre, self.post, self.latest = enhancer, pre, post, latest
+        self.captures, self.writer, self.publish = captures, writer, publish
+        self.camera_error, self.notices, self.stopping, self.clock = camera_error, notices, stopping, clock
+        self.frame_wait_s = frame_wait_s
+        self.alive_t = self.frame_t = clock()   # liveness marks, in the daemon's clock
+        self.first_frame = threading.Event()
+        self.frames = 0
+        self.fps = 0.0                        # enhanced preview frames per second (moving average)
+        self.latency_s = 0.0                  # frame grabbed -> enhanced preview ready (moving average)
+
+    def run(self) -> None:
+        """Until stopping, then until no capture waits (shutdown drains them)."""
+        seen = 0
+        t_prev = time.monotonic()
+        while True:
+            self.alive_t = self.clock()
+            req = self.captures.next()
+            if req is not None:
+                self._capture(req)
+                continue
+            if self.stopping.is_set():
+                return
+            frame, seen = self.latest.newer(seen, timeout=0.25)
+            if frame is not None and self._preview(frame):
+                now = time.monotonic()
+                rate = 1 / max(1e-6, now - t_prev)
+                lat = now - frame.t
+                self.fps = 0.8 * self.fps + 0.2 * rate if self.frames else rate
+                self.latency_s = 0.8 * self.latency_s + 0.2 * lat if self.frames else lat
+                t_prev = now
+                self.frame_t = self.clock()
+                self.frames += 1
+                self.first_frame.set()
+
+    def _preview(self, frame: Frame) -> bool:
+        try:
+            x, raw = self.pre.preview(frame)
+            enhanced = self.enhancer.enhance_on_grid(x)
+        except ValueError as e:  # a frame that does not match the calibration (size)
+            self.notices.set("calibration", str(e))
+            return False
+        except EngineError as e:
+            self.notices.set("engine", str(e))
+            log.error("%s", e)
+            return False
+        self.notices.clear("engine")
+        self.notices.clear("calibration")
+        self.publish(raw, self.post.preview(enhanced))
+        return True
+
+    def _capture(self, req: CaptureRequest) -> None:
+        """Full-resolution enhancement of a frame grabbed after the request, to the writer."""
+        t0 = time.monotonic()
+        frame, _ = self.latest.newer(-1, after_t=req.t, timeout=self.frame_wait_s)
+        if frame is None:
+            why = self.camera_error()
+            req.result.set_exception(FrameTimeout(f"no camera frame within {self.frame_wait_s:g} s"
+                                                  f"{': ' + why if why else ''}"))
+            return
+        t1 = time.monotonic()
+        try:
+            enhanced = self.enhancer.enhance_on_grid(self.pre.capture(frame))
+        except (EngineError, ValueError) as e:
+            req.result.set_exception(EngineFailed(f"enhancement failed, nothing saved: {e}"))
+            return
+        image = self.post.capture(enhanced, frame)
+        self.writer.put(req, frame, image, {"frame_wait_s": round(t1 - t0, 4),
+                                            "enhance_s": round(time.monotonic() - t1, 4)})

@@ -1,0 +1,187 @@
+"""`phonescope bench`: inference speed of a model, as JSON.
+
+Times the same Enhancer the kiosk uses, on a frame made from a shipped
+sample slide, whole-image (one pass, where the backend takes any shape) and
+tiled at the model's tile size, and reports throughput, the halo overhead
+and the FLOP rate the FLOPs/pixel of the model card imply. For a capture
+(8 MP by default) it reports milliseconds end to end and on the device
+alone, achieved TFLOP/s against the device's FP16 peak, and a roofline
+(edge/measure/roofline.py) saying whether memory or compute bounds the network.
+Timings are medians of `--repeat` runs after a warm-up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge import SAMPLES, tiling
+from edge.enhancer import EngineError, Enhancer, ModelError
+from edge.errors import UserError
+from edge.imageio import atomic_write, read_image
+from edge.measure import roofline
+from edge.measure.roofline import device_peaks
+
+PHONE_SAMPLES = SAMPLES / "phone"
+
+
+def bench_frame(width: int, height: int) -> np.ndarray:
+    """A realistic frame: sample slides tiled and resized to the requested size."""
+    imgs = [read_image(p)[0] for p in sorted(PHONE_SAMPLES.glob("*.jpg"))]
+    h0 = min(i.shape[0] for i in imgs)
+    row = np.concatenate([i[:h0, :] for i in imgs], axis=1)
+    reps = (int(np.ceil(height / row.shape[0])), int(np.ceil(width / row.shape[1])))
+    big = np.tile(row, (reps[0], reps[1], 1))[:height, :width]
+    return np.ascontiguousarray(big, np.float32)
+
+
+def time_enhance(enh: Enhancer, frame: np.ndarray, repeat: int) -> tuple[float, np.ndarray]:
+    out = enh.enhance(frame)  # warm-up (allocations, kernel selection)
+    times = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        out = enh.enhance(frame)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def parse_size(s: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in s.lower().split("x"))
+        if w < 1 or h < 1:
+            raise ValueError
+        return w, h
+    except ValueError:
+        raise UserError(f"--size must be WIDTHxHEIGHT, got {s!r}", 2) from None
+
+
+def _device_seconds(enh: Enhancer, p: tiling.Plan, repeat: int) -> tuple[float, str]:
+    """Engine time for all batches of a plan with the tiles already on the device (the GPU's share)."""
+    n_tiles, b = len(p.tiles), enh.batch
+    full, rest = divmod(n_tiles, b)
+    reps = max(5, 4 * repeat)
+    t_full = enh.engine.time_device(b, p.tile_h, p.tile_w, reps) if full else 0.0
+    if t_full is not None:
+        t_rest = enh.engine.time_device(rest, p.tile_h, p.tile_w, reps) if rest else 0.0
+        return full * t_full + t_rest, "device-resident tiles, timed with device events"
+    # the host is the device: time infer() on batches of real shape
+    rng = np.random.default_rng(0)
+    times = []
+    for n, count in ((b, full), (rest, 1 if rest else 0)):
+        if not count:
+            continue
+        x = rng.random((n, 3, p.tile_h, p.tile_w), dtype=np.float32)
+        enh.engine.infer(x)
+        t0 = time.perf_counter()
+        for _ in range(max(1, repeat)):
+            enh.engine.infer(x)
+        times.append(count * (time.perf_counter() - t0) / max(1, repeat))
+    return sum(times), "infer() on host batches (no separate device)"
+
+
+def capture_figures(enh: Enhancer, w: int, h: int, repeat: int, peaks: dict | None) -> dict:
+    """End-to-end (host tiling and copies included) and device-only figures for one capture size."""
+    card = enh.card
+    frame = bench_frame(w, h)
+    oh, ow = enh.output_size(h, w)
+    t_e2e, _ = time_enhance(enh, frame, repeat)
+    align = max(card.alignment, enh.engine.spec.alignment)
+    p = tiling.plan(tiling.align_up(oh, align), tiling.align_up(ow, align), enh.tile, card.receptive_field, align,
+                    enh.fixed)
+    t_dev, how = _device_seconds(enh, p, repeat)
+    computed = len(p.tiles) * p.tile_h * p.tile_w
+    out_px = oh * ow
+    fpp = card.flops_per_pixel
+    arch = card.raw.get("architecture") or {}
+    bpp = sum(layer["fused_bytes"] for layer in roofline.layers(arch, fpp)) if arch.get("type") == "EnhanceNet" \
+        else None
+
+    def figures(t: float) -> dict:
+        d = {"ms": round(t * 1e3, 2), "megapixels_per_s": round(out_px / t / 1e6, 2),
+             "tflops_useful": round(fpp * out_px / t / 1e12, 3)}
+        if bpp:
+            d.update(roofline.achieved(fpp, bpp, computed, t, peaks))
+        return d
+
+    return {"size": f"{w}x{h}", "output_megapixels": round(out_px / 1e6, 3), "tile": [p.tile_h, p.tile_w],
+            "batch": enh.batch, "tiles": len(p.tiles), "grid": list(p.grid), "halo_overhead": round(p.overhead, 4),
+            "end_to_end": figures(t_e2e) | {"note": "Enhancer.enhance: resample, host tiling, copies, clip"},
+            "device_only": figures(t_dev) | {"note": how}}
+
+
+def run(args) -> int:
+    w, h = parse_size(args.size)
+    cw, ch = (0, 0) if str(args.capture_size) == "0" else parse_size(args.capture_size)
+    batch = args.batch
+    if batch < 1:
+        raise UserError("--batch must be >= 1", 2)
+    try:
+        tiled, why = Enhancer.open(args.model, args.backend, tile=args.tile, batch=batch)
+    except (ModelError, EngineError) as e:
+        raise UserError(str(e)) from None
+    card = tiled.card
+    engine = tiled.engine
+    whole = None if tiled.fixed else Enhancer(engine, card, 0, batch=1)
+    frame = bench_frame(w, h)
+    oh, ow = tiled.output_size(h, w)
+    mpx = oh * ow / 1e6
+    device_name = getattr(engine, "device_name", None)
+    peaks = device_peaks(device_name)
+    flags = {"fp16_tflops": ("--peak-tflops", args.peak_tflops), "bandwidth_tb_s": ("--peak-bandwidth",
+                                                                                  args.peak_bandwidth)}
+    given = {k: v for k, (_, v) in flags.items() if v}
+    if given and (peaks or len(given) == len(flags)):  # a partial override needs the known device's other peak
+        peaks = dict(peaks or {}, **given, source="/".join(flags[k][0] for k in given))
+    print(f"benchmarking {card.name} on {w}x{h} ({engine.name}), {args.repeat} runs each...", file=sys.stderr)
+    t_tiled, out_tiled = time_enhance(tiled, frame, args.repeat)
+    align = max(card.alignment, engine.spec.alignment)
+    p = tiling.plan(tiling.align_up(oh, align), tiling.align_up(ow, align), tiled.tile, card.receptive_field, align,
+                    tiled.fixed)
+    flops = card.flops_per_pixel
+    result = {
+        "model": f"{card.name} {card.version}",
+        "backend": engine.name,
+        "provider": getattr(engine, "provider", None),
+        "why": why,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "device": device_name, "peaks": peaks},
+        "frame": f"{w}x{h}",
+        "output_megapixels": round(mpx, 3),
+        "flops_per_pixel": flops,
+    }
+    if whole is not None:
+        t_whole, out_whole = time_enhance(whole, frame, args.repeat)
+        result["whole_image"] = {"seconds": round(t_whole, 4), "megapixels_per_s": round(mpx / t_whole, 3),
+                                 "gflop_per_s": round(flops * oh * ow / t_whole / 1e9, 2)}
+    result["tiled"] = {"tile": tiled.tile, "batch": tiled.batch, "halo": card.receptive_field, "grid": list(p.grid),
+                       "seconds": round(t_tiled, 4), "megapixels_per_s": round(mpx / t_tiled, 3),
+                       "gflop_per_s_useful": round(flops * oh * ow / t_tiled / 1e9, 2),
+                       "gflop_per_s_computed": round(flops * p.overhead * oh * ow / t_tiled / 1e9, 2)}
+    result["halo_overhead"] = round(p.overhead, 4)
+    if whole is not None:
+        result["tiled_over_whole_throughput"] = round(t_whole / t_tiled, 4)
+        result["tiled_vs_whole_max_abs_diff"] = float(np.abs(out_whole - out_tiled).max())
+    if cw:
+        print(f"benchmarking a {cw}x{ch} capture...", file=sys.stderr)
+        result["capture"] = capture_figures(tiled, cw, ch, args.repeat, peaks)
+    arch = card.raw.get("architecture") or {}
+    if arch.get("type") == "EnhanceNet":
+        per_layer = roofline.layers(arch, flops)
+        fused = sum(layer["fused_bytes"] for layer in per_layer)
+        result["roofline"] = roofline.roofline(flops, fused, peaks) | {
+            "bytes_per_pixel_unfused": round(sum(layer["unfused_bytes"] for layer in per_layer), 1),
+            "layers": [{k: (round(v, 1) if isinstance(v, float) else v) for k, v in layer.items()}
+                       for layer in per_layer],
+            "note": "FP16 activation bytes read+written per output pixel; fused = bias/ReLU/residual in the conv"}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        atomic_write(Path(args.json), text.encode())
+    tiled.close()
+    return 0

@@ -1,0 +1,26 @@
+"""What every preview sink provides: show a picture, report the operator's keys, close."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Sink(ABC):
+    kind: str = "sink"
+
+    @abstractmethod
+    def show(self, rgb: np.ndarray) -> list[str]:
+        """Show one RGB uint8 picture; returns the operator's events since the last call ("capture")."""
+
+    def close(self) -> None:
+        pass
+
+
+class NoneSink(Sink):
+    """No preview at all (a headless capture station)."""
+
+    kind = "none"
+
+    def show(self, rgb: np.ndarray) -> list[str]:
+        return []

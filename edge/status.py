@@ -1,0 +1,63 @@
+"""StatusBoard: what the daemon says about itself, read from its parts.
+
+The same facts go to `phonescope status` (JSON over the control socket), the
+preview's status bar and systemd's STATUS= line, so they never disagree.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from edge.camera import CameraSupervisor
+from edge.capture import CaptureQueue, CaptureWriter
+from edge.inference import InferenceLoop
+from edge.notices import Notices
+from edge.storage import Storage
+
+WARNING_WIDTH = 110        # characters of a warning on the preview's status bar
+
+
+class StatusBoard:
+    def __init__(self, camera: CameraSupervisor, inference: InferenceLoop, captures: CaptureQueue,
+                 writer: CaptureWriter, storage: Storage, notices: Notices, model: tuple[str, str], backend: str,
+                 stopping: threading.Event):
+        """model: (name, version) from the model card; backend: the engine's name."""
+        self.camera, self.inference, self.captures, self.writer = camera, inference, captures, writer
+        self.storage, self.notices, self.backend, self.stopping = storage, notices, backend, stopping
+        self.model_name, self.model_version = model
+        self.started = time.time()
+
+    def state(self) -> str:
+        if self.stopping.is_set():
+            return "stopping"
+        return "running" if self.inference.first_frame.is_set() else "starting"
+
+    def status(self) -> dict:
+        inf = self.inference
+        return {"state": self.state(), "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
+                "fps": round(inf.fps, 2), "frames": inf.frames, "camera": self.camera.status(),
+                "latency_ms": round(inf.latency_s * 1000, 1), "model": f"{self.model_name} {self.model_version}",
+                "backend": self.backend,
+                "captures": self.writer.captures_done,
+                "pending_captures": self.captures.qsize() + self.writer.qsize(),
+                "last_capture": self.writer.last_capture, "free_mb": round(self.storage.free_mb(), 1),
+                "warnings": self.notices.messages()}
+
+    def lines(self) -> list[str]:
+        """The preview's status bar."""
+        last = self.writer.last_capture["path"].rsplit("/", 1)[-1] if self.writer.last_capture else "none"
+        return [f"{self.inference.fps:4.1f} fps | {self.backend} | {self.model_name} | "
+                f"captures {self.writer.captures_done} | last {last}"]
+
+    def warning(self) -> str | None:
+        """The one warning the preview shows: a lost camera first, else the first notice."""
+        if self.camera.error:
+            return f"camera lost: {self.camera.error}"[:WARNING_WIDTH]
+        messages = self.notices.messages()
+        return messages[0][:WARNING_WIDTH] if messages else None
+
+    def systemd(self) -> str:
+        warning = self.warning()
+        return f"{self.inference.fps:.1f} fps, {self.writer.captures_done} captures" + \
+            (f", WARNING {warning}" if warning else "")

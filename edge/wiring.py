@@ -1,0 +1,174 @@
+"""The one place the daemon is assembled: build(cfg) -> Daemon.
+
+Every part is chosen here, from the configuration: the camera source (a real
+camera or the simulated one), the engine (TensorRT, ONNX Runtime, torch), the
+preview sink, storage, the clock. No part chooses another, so a test or a
+fault-injection run hands in its stand-ins (Twins) and gets a real daemon
+around them, in-process, without patching anything.
+
+The clock drives the supervision rules (camera stalls, watchdog, intervals);
+frame and request times are always the host's time.monotonic().
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+
+from edge import config, sources
+from edge.camera import CameraSupervisor
+from edge.camera_reader import CameraReader, LatestFrame
+from edge.capture import CaptureQueue, CaptureWriter
+from edge.control import socket_path
+from edge.control_server import ControlServer
+from edge.daemon import Daemon
+from edge.engines import Engine, EngineError
+from edge.enhancer import Enhancer
+from edge.errors import EX_CONFIG, UserError
+from edge.inference import InferenceLoop, self_test
+from edge.lock import InstanceLock
+from edge.modelcard import DEFAULT_MODEL, ModelCard, ModelError
+from edge.notices import Notices
+from edge.preview import PreviewLoop, PreviewSlot
+from edge.profile import Profile, ProfileError, load
+from edge.service import Notifier, setup_logging
+from edge.sinks import NoneSink, Sink
+from edge.stages import Postprocess, Preprocess
+from edge.status import StatusBoard
+from edge.storage import Storage
+
+log = logging.getLogger("phonescope")
+
+
+# -- the real parts, chosen from the configuration ------------------------------------------------------
+
+def open_model(cfg: dict) -> tuple[Engine, ModelCard, str]:
+    """The model's engine (backend per [model] backend), its card, and why that backend."""
+    m = cfg["model"]
+    enhancer, why = Enhancer.open(m["path"] or None, m["backend"], m["tile"], m["batch"])
+    return enhancer.engine, enhancer.card, why
+
+
+def open_source(cfg: dict) -> sources.Source:
+    c = cfg["camera"]
+    return sources.open_source(c["source"], c["width"], c["height"], c["fps"])
+
+
+def open_sink(cfg: dict, state: Path) -> Sink:
+    """auto: a window if $DISPLAY is set, else the preview file."""
+    p = cfg["preview"]
+    kind = p["sink"]
+    if kind == "auto":
+        kind = "window" if os.environ.get("DISPLAY") else "file"
+    if kind == "window":
+        from edge.sinks.window import WindowSink
+        return WindowSink()
+    if kind == "fbdev":
+        from edge.sinks.fbdev import FbdevSink
+        return FbdevSink(p["fb_device"])
+    if kind == "file":
+        from edge.sinks.file import FileSink
+        return FileSink(state / "preview.jpg")
+    return NoneSink()
+
+
+def load_profile(cfg: dict, card: ModelCard) -> Profile | None:
+    path = cfg["calibration"]["profile"]
+    if not path:
+        return None
+    profile = load(path)
+    if not (card.raw.get("training") or {}).get("calibrated_input"):
+        log.warning("calibration profile %s is applied, but model %s was not trained on calibrated "
+                    "images: retrain it on pairs made with this profile", path, card.name)
+    log.info("calibration profile %s version %d", path, profile.version)
+    return profile
+
+
+@dataclass
+class Twins:
+    """Stand-ins for real parts (tests, fault injection); None: the real part, chosen from the config."""
+
+    open_model: Callable[[dict], tuple[Engine, ModelCard, str]] | None = None
+    open_source: Callable[[dict], sources.Source] | None = None
+    open_sink: Callable[[dict, Path], Sink] | None = None
+    notifier: Notifier | None = None
+    clock: Callable[[], float] = time.monotonic
+
+
+# -- assembly -------------------------------------------------------------------------------------------
+
+def build(cfg: dict, state: Path, twins: Twins | None = None) -> Daemon:
+    """Lock the state folder, load and self-test the model, recover storage, bind the socket: every
+    check that can refuse to start happens here (UserError, exit 78 for configuration faults)."""
+    twins = twins or Twins()
+    os.umask(os.umask(0) | 0o027)  # patient material: never world-readable (a stricter UMask= stays)
+    state.mkdir(parents=True, exist_ok=True)
+    lock = InstanceLock(state)
+    try:
+        return _assemble(cfg, state, twins, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock) -> Daemon:
+    m, cam = cfg["model"], cfg["camera"]
+    try:
+        engine, card, why = (twins.open_model or open_model)(cfg)
+        enhancer = Enhancer(engine, card, m["tile"], m["batch"])
+        self_test(enhancer)
+        profile = load_profile(cfg, card)
+    except (ModelError, EngineError, ProfileError) as e:
+        raise UserError(str(e), EX_CONFIG) from None
+    log.info("model %s %s on %s: %s", card.name, card.version, engine.name, why)
+    storage = Storage(state, cfg["storage"]["min_free_mb"])
+    report = storage.recover()
+    if any(report.values()):
+        log.warning("start-up recovery: %s", json.dumps(report))
+    try:
+        sink = (twins.open_sink or open_sink)(cfg, state)
+    except (OSError, cv2.error) as e:
+        raise UserError(f"preview {cfg['preview']['sink']}: {str(e).strip().splitlines()[-1]}", EX_CONFIG) from None
+
+    clock, notices, stopping = twins.clock, Notices(), threading.Event()
+    supervisor = CameraSupervisor(cam["source"], cam["fps"], clock)
+    latest, slot = LatestFrame(), PreviewSlot()
+    reader = CameraReader(lambda: (twins.open_source or open_source)(cfg), supervisor, latest)
+    captures = CaptureQueue(storage.check_space, notices, stopping)
+    pre = Preprocess(profile, enhancer.resample, cfg["preview"]["width"])
+    model_path = Path(m["path"]) if m["path"] else DEFAULT_MODEL
+    writer = CaptureWriter(
+        storage, cfg["capture"],
+        camera_meta={"source": cam["source"], "configured_size": [cam["width"], cam["height"]], "fps": cam["fps"]},
+        static_meta={"model": {"name": card.name, "version": card.version, "sha256": card.onnx_sha256,
+                               "path": str(model_path), "scale": card.scale},
+                     "backend": engine.name, "backend_reason": why, "calibration_profile": pre.describe()},
+        notices=notices)
+    inference = InferenceLoop(enhancer, pre, Postprocess(cfg["capture"]["format"]), latest, captures, writer,
+                              slot.put, lambda: supervisor.error, notices, stopping, clock)
+    board = StatusBoard(supervisor, inference, captures, writer, storage, notices, (card.name, card.version),
+                        engine.name, stopping)
+    preview = PreviewLoop(sink, slot, cfg["preview"], board.lines, board.warning, captures.submit, notices, stopping)
+    control = ControlServer(socket_path(state), board.status, captures.submit, stopping)
+    return Daemon(lock=lock, storage=storage, supervisor=supervisor, reader=reader, inference=inference,
+                  captures=captures, writer=writer, preview=preview, control=control, board=board,
+                  notifier=twins.notifier or Notifier(), notices=notices, stopping=stopping,
+                  interval_s=cfg["capture"]["interval_s"], watchdog=cfg["service"]["watchdog"], clock=clock)
+
+
+def run(args, twins: Twins | None = None) -> int:
+    """`phonescope run`: the configuration (defaults < file < flags), then the daemon until SIGTERM."""
+    setup_logging()
+    overrides = {"camera": {"source": args.source}, "storage": {"state_dir": args.state_dir},
+                 "model": {"path": args.model}}
+    cfg = config.load(args.config, overrides)
+    if args.preview:
+        cfg["preview"]["sink"] = args.preview
+    return build(cfg, config.state_dir(cfg), twins).run()

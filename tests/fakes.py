@@ -1,0 +1,173 @@
+"""In-process stand-ins for the daemon's hardware-facing parts, handed to edge.wiring.build as Twins.
+
+Everything else in a daemon built with them is real: the wiring, the camera
+supervisor and reader threads, the inference loop and tiling, the capture
+queue and writer, Storage on a real folder with a real SQLite catalogue.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge import config, wiring
+from edge.engines.base import Engine, EngineError, InputSpec
+from edge.modelcard import ModelCard
+from edge.sinks import Sink
+from edge.sources import Frame, Source, SourceError
+
+CARD = ModelCard(name="fake", version="0", scale=1.0, receptive_field=0, alignment=1, recommended_tile=512,
+                 flops_per_pixel=0.0, onnx_sha256="0" * 64)
+
+
+class FakeClock:
+    """Time that moves only when the test says so."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class FakeEngine(Engine):
+    """A known pixel operation (x -> 1 - x): captures can be checked against the frame they came from.
+
+    hang: while set, infer() blocks (a wedged GPU); `entered` is set when it does.
+    nan / fail: the next inferences return NaN / raise EngineError.
+    """
+
+    name = "fake"
+
+    def __init__(self):
+        self.spec = InputSpec(channels=3, alignment=1)
+        self.hang, self.entered = threading.Event(), threading.Event()
+        self.nan = self.fail = False
+        self.calls = 0
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.check(batch)
+        self.calls += 1
+        while self.hang.is_set():
+            self.entered.set()
+            time.sleep(0.01)
+        if self.fail:
+            raise EngineError("fake: the device fell off the bus")
+        return np.full_like(batch, np.nan) if self.nan else 1.0 - batch
+
+
+class GatedCamera:
+    """A camera that delivers one frame per release(); frame k is a flat grey of value 10 * k.
+
+    Frames carry the real host monotonic time of their grab, as every source's do. Each open() is a new
+    handle (a GatedSource) on the one camera, as reopening a real device is.
+    failing: reads raise SourceError (unplugged); end(): unplugged for good, blocked reads return too.
+    """
+
+    uri = "gated"
+
+    def __init__(self, width: int = 64, height: int = 48):
+        self.size = (width, height)
+        self.gate = threading.Semaphore(0)
+        self.seq = 0
+        self.failing = self.ended = False
+        self.opened = 0
+        self.lock = threading.Lock()
+
+    def open(self) -> "GatedSource":
+        self.opened += 1
+        return GatedSource(self)
+
+    def release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.gate.release()
+
+    def end(self) -> None:
+        self.ended = True
+
+    def grab(self, handle: "GatedSource") -> Frame:
+        while not self.gate.acquire(timeout=0.05):
+            if handle.closed or self.ended:
+                raise SourceError("gated: closed")
+        if self.failing:
+            raise SourceError("gated: unplugged")
+        with self.lock:
+            self.seq += 1
+            seq = self.seq
+        w, h = self.size
+        return Frame(np.full((h, w, 3), (10 * seq) % 256, np.uint8), seq, time.monotonic(), {"fake": True})
+
+
+class GatedSource(Source):
+    """One open handle on a GatedCamera."""
+
+    uri = "gated"
+
+    def __init__(self, camera: GatedCamera):
+        self.camera, self.closed = camera, False
+
+    def read(self) -> Frame:
+        return self.camera.grab(self)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RecordingSink(Sink):
+    kind = "recording"
+
+    def __init__(self):
+        self.shown = 0
+        self.events: list[str] = []   # what the "operator" pressed, handed to the preview on its next frame
+
+    def show(self, rgb: np.ndarray) -> list[str]:
+        self.shown += 1
+        events, self.events = self.events, []
+        return events
+
+
+class RecordingNotifier:
+    """systemd's side of sd_notify, as a list of what was sent."""
+
+    def __init__(self, watchdog_s: float = 0.0):
+        self.watchdog_s = watchdog_s
+        self.sent: list[str] = []
+
+    def count(self, field: str) -> int:
+        return sum(1 for s in self.sent if s == field)
+
+    def send(self, *fields: str) -> None:
+        self.sent.extend(fields)
+
+    def ready(self, status: str) -> None:
+        self.send("READY=1", f"STATUS={status}")
+
+    def status(self, status: str) -> None:
+        self.send(f"STATUS={status}")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1", "STATUS=stopping")
+
+
+def build_daemon(state: Path, source: GatedCamera | None = None, engine: FakeEngine | None = None,
+                 clock: FakeClock | None = None, notifier: RecordingNotifier | None = None,
+                 sink: Sink | None = None, **settings):
+    """A real daemon (not started) around fakes; settings: {"section.key": value} config overrides."""
+    cfg = config.defaults()
+    for key, value in {"camera.source": "gated", "camera.fps": 30, "preview.sink": "none",
+                       "storage.min_free_mb": 0, **settings}.items():
+        section, name = key.split(".")
+        cfg[section][name] = value
+    camera = source or GatedCamera()
+    twins = wiring.Twins(open_model=lambda cfg: (engine or FakeEngine(), CARD, "fake engine for tests"),
+                         open_source=lambda cfg: camera.open(), open_sink=lambda cfg, st: sink or RecordingSink(),
+                         notifier=notifier or RecordingNotifier(), clock=clock or FakeClock())
+    return wiring.build(cfg, state, twins)

@@ -1,0 +1,67 @@
+"""`phonescope engine` and `make engine` without TensorRT: one line, nothing built; the stamp rule in make."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from edge.engines import meta as M
+from tests.helpers import ROOT, run_cli
+from tests.unit.test_engine_meta import ORIN, SETTINGS, SHA
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_rebuilds_only_when_the_stamp_changes(tmp_path):
+    """The real Makefile's engine rule: up to date after a build, still up to date when the stamp is
+    rewritten with the same content, out of date when its content (model, settings, TensorRT, GPU) changes."""
+    engine, stamp = tmp_path / "m.engine", tmp_path / "m.engine.stamp"
+
+    def up_to_date() -> bool:
+        r = subprocess.run(["make", "-q", "-f", str(ROOT / "Makefile"), f"ENGINE_FILE={engine}",
+                            f"ENGINE_STAMP={stamp}", str(engine)], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode in (0, 1), r.stderr
+        return r.returncode == 0
+
+    M.write_stamp(stamp, M.stamp_text(SHA, ORIN, SETTINGS))
+    os.utime(stamp, (1_000_000, 1_000_000))
+    assert not up_to_date()                 # no engine yet
+    engine.write_bytes(b"plan")             # as `engine build` leaves it: newer than the stamp
+    assert up_to_date()
+    M.write_stamp(stamp, M.stamp_text(SHA, ORIN, SETTINGS))   # same machine, same model: nothing to do
+    assert up_to_date()
+    M.write_stamp(stamp, M.stamp_text(SHA, M.Machine("10.4.0", "Orin", "8.7"), SETTINGS))  # JetPack upgrade
+    assert not up_to_date()
+
+
+def test_make_engine_without_tensorrt_stops_with_one_line(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "engine", "stamp", str(tmp_path / "s")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and not (tmp_path / "s").exists()
+    assert r.stderr.count("\n") == 1 and "TensorRT is not installed" in r.stderr, r.stderr
+    if shutil.which("make"):
+        r = subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "engine",
+                            "-o", ".venv/.installed", f"PHONESCOPE={sys.executable} -m edge.cli",
+                            f"ENGINE_STAMP={tmp_path / 's'}", f"ENGINE_FILE={tmp_path / 'e.engine'}"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "TensorRT is not installed" in r.stderr
+        assert not (tmp_path / "e.engine").exists()
+
+
+def test_engine_cli_without_tensorrt():
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    r = run_cli("engine", "build", "--force", timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot build a TensorRT engine here" in r.stderr
+    r = run_cli("engine", "check", timeout=120, env={"PHONESCOPE_ENGINE_DIR": "/nonexistent"})
+    assert r.returncode == 1 and "missing" in r.stdout and "make engine" in r.stderr

@@ -1,0 +1,89 @@
+"""`phonescope enhance`: formats in, PNGs out, bad files refused one line each."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge.imageio import read_image
+from tests.helpers import SAMPLES, run_cli
+
+PHONE = SAMPLES / "phone" / "BloodImage_00004.jpg"
+
+
+def test_enhance_sample_with_shipped_model(tmp_path):
+    r = run_cli("enhance", PHONE, "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "BloodImage_00004.png"
+    img = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (480, 640, 3) and img.dtype == np.uint8
+    assert "phonescope-default" in r.stderr and "onnxruntime" in r.stderr
+
+
+def test_whole_image_and_tiled_outputs_match(tmp_path, tiny_model):
+    a = run_cli("enhance", PHONE, "--out", tmp_path / "a", "--model", tiny_model, "--tile", "0")
+    b = run_cli("enhance", PHONE, "--out", tmp_path / "b", "--model", tiny_model, "--tile", "96")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ia = cv2.imread(str(tmp_path / "a" / "BloodImage_00004.png")).astype(int)
+    ib = cv2.imread(str(tmp_path / "b" / "BloodImage_00004.png")).astype(int)
+    assert np.abs(ia - ib).max() <= 1 and (ia != ib).mean() < 1e-3
+
+
+def test_formats_are_converted_and_said_so(tmp_path, tiny_model):
+    bgr = cv2.imread(str(PHONE))[:120, :160]
+    cv2.imwrite(str(tmp_path / "gray.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(tmp_path / "deep.png"), bgr.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "alpha.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(tmp_path / "deepgray.tif"), (bgr.astype(np.uint16) * 257)[..., :1].copy())
+    names = ["gray.png", "deep.png", "alpha.png", "deepgray.tif"]
+    r = run_cli("enhance", *[tmp_path / n for n in names], "--out", tmp_path / "o", "--model", tiny_model)
+    assert r.returncode == 0, r.stderr
+    assert "converted grayscale to RGB" in r.stdout and "dropped the alpha channel" in r.stdout
+    assert "16-bit input" in r.stdout
+    deep = cv2.imread(str(tmp_path / "o" / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert deep.dtype == np.uint16 and deep.shape == (120, 160, 3)
+    assert cv2.imread(str(tmp_path / "o" / "gray.png"), cv2.IMREAD_UNCHANGED).shape == (120, 160, 3)
+
+
+def test_bad_inputs_are_refused_and_the_rest_is_done(tmp_path, tiny_model):
+    data = PHONE.read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "notes.jpg").write_text("this is not an image\n")
+    (tmp_path / "empty.png").write_bytes(b"")
+    png = cv2.imencode(".png", cv2.imread(str(PHONE)))[1].tobytes()
+    (tmp_path / "cut.png").write_bytes(png[: len(png) - 100])
+    bad = ["truncated.jpg", "notes.jpg", "empty.png", "cut.png", "missing.jpg"]
+    r = run_cli("enhance", *[tmp_path / b for b in bad], PHONE, "--out", tmp_path / "o", "--model", tiny_model)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    for b in bad:
+        lines = [ln for ln in r.stderr.splitlines() if b in ln]
+        assert len(lines) == 1, (b, r.stderr)
+    assert "truncated JPEG" in r.stderr and "no such file" in r.stderr and "empty file" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["BloodImage_00004.png"]
+    assert "5 of 6 file(s) failed" in r.stderr
+
+
+def test_bad_model_and_bad_arguments(tmp_path):
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"\x08\x01garbage")
+    r = run_cli("enhance", PHONE, "--out", tmp_path / "o", "--model", fake)
+    assert r.returncode == 1 and "no model card" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("enhance", PHONE, "--out", tmp_path / "o", "--tile", "-3")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = run_cli("enhance", PHONE, "--out", tmp_path / "o", "--tile", "20")
+    assert r.returncode == 1 and "at least" in r.stderr
+
+
+def test_card_from_another_model_is_refused(tmp_path, tiny_model):
+    other = tmp_path / "other.onnx"
+    other.write_bytes(tiny_model.read_bytes() + b"\0")
+    (tmp_path / "other.json").write_text(tiny_model.with_suffix(".json").read_text())
+    r = run_cli("enhance", PHONE, "--out", tmp_path / "o", "--model", other)
+    assert r.returncode == 1 and "does not match its model card" in r.stderr
+
+
+def test_truncated_png_detection_in_reader(tmp_path):
+    png = cv2.imencode(".png", np.zeros((40, 40, 3), np.uint8))[1].tobytes()
+    p = tmp_path / "x.png"
+    p.write_bytes(png)
+    assert read_image(p)[0].shape == (40, 40, 3)

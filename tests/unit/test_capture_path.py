@@ -1,0 +1,175 @@
+"""The capture path in-process: a real daemon from the wiring around a gated camera and a known engine.
+
+Real: wiring, reader threads, inference loop, tiling, capture queue and writer, Storage with its SQLite
+catalogue in a real folder. Fake: the camera (one frame per release), the engine (x -> 1 - x), the screen.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edge.capture import CAPTURE_QUEUE, BadSampleId, Busy, DiskFull, EngineFailed, FrameTimeout, Stopping
+from tests.fakes import FakeEngine, GatedCamera, RecordingSink, build_daemon
+from tests.helpers import check_consistent, wait_until
+
+
+@pytest.fixture
+def state():
+    """A short path: the control socket's name must fit AF_UNIX's 108 bytes."""
+    d = Path(tempfile.mkdtemp(prefix="ps-unit-"))
+    yield d / "state"
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def live(state):
+    """A started daemon that has shown one frame; yields (daemon, camera, engine)."""
+    src, engine = GatedCamera(), FakeEngine()
+    d = build_daemon(state, source=src, engine=engine)
+    d.start()
+    src.release()
+    assert d.inference.first_frame.wait(10), "the first frame reaches the preview"
+    yield d, src, engine
+    src.end()
+    d.shutdown()
+
+
+def files(state: Path) -> list[Path]:
+    return [p for p in (state / "captures").rglob("*") if p.is_file()]
+
+
+def test_capture_uses_a_frame_grabbed_after_the_request(live, state):
+    d, src, _ = live
+    req = d.submit("slide-1", "socket")
+    time.sleep(0.3)
+    assert not req.result.done(), "frame 1 is older than the request: the capture waits for a fresh one"
+    src.release()
+    stored = req.result.result(timeout=10)
+    meta = json.loads(stored.sidecar.read_text())
+    assert meta["camera"]["frame_seq"] == 2 and meta["origin"] == "socket" and meta["sample_id"] == "slide-1"
+    assert meta["camera"]["source"] == "gated" and meta["camera"]["fake"] is True
+    assert meta["backend"] == "fake" and meta["model"]["name"] == "fake" and meta["output"]["bits"] == 8
+    img = cv2.imread(str(stored.image), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (48, 64, 3) and (img == 255 - 20).all(), "frame 2 (grey 20) through x -> 1 - x"
+    assert stored.raw is not None and stored.raw.is_file()
+    assert d.status()["captures"] == 1 and d.status()["last_capture"]["seq"] == 1
+    assert check_consistent(state)["captures"] == 1
+
+
+def test_busy_beyond_the_queue(state):
+    d = build_daemon(state)          # not started: nothing takes requests off the queue
+    reqs = [d.submit(None, "socket") for _ in range(CAPTURE_QUEUE)]
+    with pytest.raises(Busy, match=f"busy: {CAPTURE_QUEUE} captures are already waiting"):
+        d.submit(None, "key")
+    d.shutdown()
+    for r in reqs:
+        with pytest.raises(Stopping, match="daemon stopped"):
+            r.result.result(timeout=1)
+    with pytest.raises(Stopping, match="daemon is stopping"):
+        d.submit(None, "socket")
+
+
+def test_disk_below_the_watermark_is_refused_before_anything_is_written(state):
+    d = build_daemon(state, **{"storage.min_free_mb": 10 ** 9})
+    try:
+        with pytest.raises(DiskFull, match="watermark"):
+            d.submit(None, "socket")
+        assert any("watermark" in w for w in d.status()["warnings"])
+        assert not files(state)
+    finally:
+        d.shutdown()
+
+
+def test_disk_that_fills_after_the_request_loses_nothing_and_recovers(live, state):
+    d, src, _ = live
+    req = d.submit(None, "socket")
+    d.storage.min_free_mb = 10 ** 9          # the disk fills while the capture is being enhanced
+    src.release()
+    with pytest.raises(DiskFull, match="disk nearly full"):
+        req.result.result(timeout=10)
+    assert not files(state) and any("disk nearly full" in w for w in d.status()["warnings"])
+    d.storage.min_free_mb = 0                # space freed: no restart needed
+    req = d.submit(None, "socket")
+    src.release()
+    assert req.result.result(timeout=10).image.is_file()
+    assert not d.status()["warnings"]
+    assert check_consistent(state)["captures"] == 1
+
+
+@pytest.mark.parametrize("fault, words", [("nan", "NaN"), ("fail", "the device fell off the bus")])
+def test_engine_failure_saves_nothing_and_recovers(live, state, fault, words):
+    d, src, engine = live
+    setattr(engine, fault, True)
+    req = d.submit(None, "socket")
+    src.release()
+    with pytest.raises(EngineFailed, match=f"enhancement failed, nothing saved: .*{words}"):
+        req.result.result(timeout=10)
+    assert not files(state)
+    src.release()                            # the preview says so too
+    assert wait_until(lambda: any(words in w for w in d.status()["warnings"]), 5)
+    setattr(engine, fault, False)
+    req = d.submit(None, "socket")
+    src.release()
+    assert req.result.result(timeout=10).image.is_file()
+    src.release()
+    assert wait_until(lambda: not d.status()["warnings"], 5)
+
+
+def test_no_fresh_frame_is_a_timeout_that_names_the_camera_fault(live):
+    d, src, _ = live
+    d.inference.frame_wait_s = 0.5
+    with pytest.raises(FrameTimeout, match=r"no camera frame within 0.5 s$"):
+        d.submit(None, "socket").result.result(timeout=10)
+    src.failing = True
+    src.release()
+    assert wait_until(lambda: not d.status()["camera"]["ok"], 5)
+    with pytest.raises(FrameTimeout, match="no camera frame within 0.5 s: gated: unplugged"):
+        d.submit(None, "socket").result.result(timeout=10)
+
+
+def test_bad_sample_id_is_refused(state):
+    d = build_daemon(state)
+    try:
+        for bad in ("../x", "a/b", "", 5):
+            if bad == "":
+                assert d.submit(bad, "socket").sample_id is None
+                continue
+            with pytest.raises(BadSampleId, match="sample id"):
+                d.submit(bad, "socket")
+    finally:
+        d.shutdown()
+
+
+def test_the_capture_key_in_the_preview(state):
+    src, sink = GatedCamera(), RecordingSink()
+    d = build_daemon(state, source=src, sink=sink)
+    d.start()
+    try:
+        src.release()
+        assert d.inference.first_frame.wait(10)
+        sink.events.append("capture")
+        assert wait_until(lambda: d.captures.qsize() == 1 or d.writer.captures_done, 5)
+        src.release()
+        assert wait_until(lambda: d.writer.captures_done == 1, 10)
+        meta = json.loads(next((state / "captures").rglob("*.json")).read_text())
+        assert meta["origin"] == "key" and sink.shown > 0
+    finally:
+        src.end()
+        d.shutdown()
+
+
+def test_shutdown_finishes_a_capture_in_progress(live, state):
+    d, src, _ = live
+    req = d.submit(None, "socket")
+    src.release()
+    assert wait_until(lambda: req.result.done() or d.writer.qsize(), 10)
+    src.end()
+    assert d.shutdown() == 0
+    assert req.result.result(timeout=0).image.is_file()
+    assert "STOPPING=1" in d.notifier.sent and not (state / "control.sock").exists()

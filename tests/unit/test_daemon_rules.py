@@ -1,0 +1,150 @@
+"""The systemd loop's rules (Daemon.step) on a fake clock: READY, WATCHDOG=1, STATUS=, space, intervals.
+
+A real daemon from the wiring, its threads running, around a gated camera and a known engine; time for
+the rules moves only when the test advances the clock, so no rule is checked by waiting.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeClock, FakeEngine, GatedCamera, RecordingNotifier, build_daemon
+from tests.helpers import wait_until
+
+WATCHDOG_S = 2.0
+
+
+@pytest.fixture
+def parts():
+    """(daemon, camera, engine, clock, notifier) for a started daemon with a 2 s systemd watchdog."""
+    d = Path(tempfile.mkdtemp(prefix="ps-unit-"))
+    made = []
+
+    def make(**settings):
+        src, engine, clock, notifier = GatedCamera(), FakeEngine(), FakeClock(), RecordingNotifier(WATCHDOG_S)
+        daemon = build_daemon(d / "state", source=src, engine=engine, clock=clock, notifier=notifier, **settings)
+        daemon.start()
+        made.append((daemon, src))
+        return daemon, src, engine, clock, notifier
+
+    yield make
+    for daemon, src in made:
+        src.end()
+        daemon.shutdown()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def first_frame(d, src) -> None:
+    src.release()
+    assert d.inference.first_frame.wait(10)
+
+
+def test_ready_only_after_the_first_enhanced_frame(parts):
+    d, src, _, clock, notifier = parts()
+    d.step()
+    assert notifier.count("READY=1") == 0 and notifier.count("WATCHDOG=1") == 0
+    assert d.status()["state"] == "starting"
+    first_frame(d, src)
+    d.step()
+    d.step()
+    assert notifier.count("READY=1") == 1 and notifier.sent[notifier.sent.index("READY=1") + 1] == "STATUS=running: fake"
+    assert notifier.count("WATCHDOG=1") == 2 and d.status()["state"] == "running"
+
+
+def test_a_hung_engine_stops_the_watchdog_and_says_so(parts):
+    d, src, engine, clock, notifier = parts()
+    first_frame(d, src)
+    d.step()
+    assert notifier.count("WATCHDOG=1") == 1
+    engine.hang.set()
+    src.release()
+    assert engine.entered.wait(5), "inference is now stuck inside the engine"
+    clock.advance(WATCHDOG_S / 2 + 0.5)
+    d.step()
+    assert notifier.count("WATCHDOG=1") == 1, "no WATCHDOG=1 while inference hangs: systemd restarts us"
+    assert "inference stalled for 2 s" in d.status()["warnings"]
+    engine.hang.clear()
+    src.release()
+    assert wait_until(lambda: d.inference.frame_t == clock(), 5), "frames flow again"
+    d.step()
+    assert notifier.count("WATCHDOG=1") == 2 and not d.status()["warnings"]
+
+
+def test_frames_that_stop_without_a_known_cause_stop_the_watchdog(parts):
+    d, src, _, clock, notifier = parts()
+    first_frame(d, src)
+    clock.advance(WATCHDOG_S / 2 + 0.1)
+    assert wait_until(lambda: d.inference.alive_t == clock(), 5), "inference itself is alive, idle"
+    d.step()
+    assert notifier.count("WATCHDOG=1") == 0
+
+
+def test_a_lost_camera_keeps_the_watchdog_going(parts):
+    d, src, _, clock, notifier = parts()
+    first_frame(d, src)
+    src.failing = True
+    src.release()
+    assert wait_until(lambda: not d.status()["camera"]["ok"], 5)
+    clock.advance(60)
+    assert wait_until(lambda: d.inference.alive_t == clock(), 5)
+    d.step()
+    assert notifier.count("WATCHDOG=1") == 1, "the daemon is fine; the camera is lost and says so"
+    assert "camera lost: gated: unplugged" in notifier.sent[-1] or any(
+        "WARNING camera lost: gated: unplugged" in s for s in notifier.sent)
+
+
+def test_status_line_every_two_seconds(parts):
+    d, src, _, clock, notifier = parts()
+    first_frame(d, src)
+    for _ in range(5):
+        d.step()
+        clock.advance(1.0)
+        assert wait_until(lambda: d.inference.alive_t == clock(), 5)
+    lines = [s for s in notifier.sent if s.startswith("STATUS=") and "fps" in s]
+    assert len(lines) == 3 and all(line.endswith(" fps, 0 captures") for line in lines), lines
+
+
+def test_interval_captures(parts):
+    d, src, _, clock, _ = parts(**{"capture.interval_s": 5})
+    first_frame(d, src)
+    d.step()
+    assert d.captures.qsize() == 0
+    clock.advance(5)
+    d.step()
+    src.release()
+    assert wait_until(lambda: d.writer.captures_done == 1, 10)
+    sidecar = next((Path(d.storage.root) / "captures").rglob("*.json"))
+    assert json.loads(sidecar.read_text())["origin"] == "interval"
+
+
+def test_low_disk_is_a_warning_until_space_is_freed(parts):
+    d, src, _, clock, _ = parts()
+    d.storage.min_free_mb = 10 ** 9
+    d.step()
+    assert any("watermark" in w for w in d.status()["warnings"])
+    d.storage.min_free_mb = 0
+    clock.advance(5)
+    d.step()
+    assert d.status()["warnings"], "checked every 10 s"
+    clock.advance(5)
+    d.step()
+    assert not d.status()["warnings"]
+
+
+def test_the_camera_supervisor_is_ticked_by_the_loop(parts):
+    d, src, _, clock, _ = parts()
+    first_frame(d, src)
+    clock.advance(6)
+    d.step()
+    cam = d.status()["camera"]
+    assert cam["state"] == "stalled" and "no frame for 6 s (camera stalled)" in cam["error"]
+    clock.advance(10)
+    d.step()
+    assert d.status()["camera"]["reopens_after_stall"] == 1
+    src.release(2)       # one frame may go to the abandoned reader, which then exits
+    assert wait_until(lambda: d.status()["camera"]["ok"], 5)
+    assert wait_until(lambda: sum(t.is_alive() for t in d.reader.threads) == 1, 5), "the stuck reader is gone"

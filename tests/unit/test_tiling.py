@@ -1,0 +1,125 @@
+"""Tiling: the plan covers every pixel once with enough context, and tiled == whole-image."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge import tiling
+from edge.enhancer import Enhancer
+from edge.imageio import to_uint8
+from tests.helpers import sample_rgb
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_spans_partition_with_halo(fixed):
+    rng = np.random.default_rng(1)
+    for _ in range(3000):
+        align = int(rng.choice([1, 2, 4]))
+        halo = int(rng.integers(0, 30))
+        length = int(rng.integers(1, 3000)) * align
+        tile = int(rng.integers(2 * halo + 16, 2 * halo + 700))
+        tile -= tile % align
+        if tile < 2 * halo + align:
+            continue
+        sp = tiling.spans(length, tile, halo, align, fixed)
+        assert sp[0].keep0 == 0 and sp[-1].keep1 == length
+        assert len({s.size for s in sp}) == 1, "all windows share one shape"
+        if fixed and tile < length:
+            assert sp[0].size == tile
+        for a, b in zip(sp, sp[1:]):
+            assert a.keep1 == b.keep0 and a.keep0 < a.keep1
+        for s in sp:
+            assert s.start % align == 0 and 0 <= s.start and s.start + s.size <= length
+            assert s.keep0 >= s.start + halo or s.start == 0
+            assert s.keep1 <= s.start + s.size - halo or s.start + s.size == length
+
+
+def test_small_tile_is_refused_with_the_minimum():
+    with pytest.raises(tiling.TilingError, match="at least"):
+        tiling.spans(1000, 40, 21, 2)
+
+
+def test_non_square_grid_and_overhead():
+    p = tiling.plan(1080, 1920, 512, 21, 2)
+    assert p.grid == (3, 4)
+    assert 1.0 < p.overhead < 1.2
+    assert tiling.plan(1080, 1920, 0, 21, 2).overhead == 1.0
+
+
+def _compare(enh_whole, enh_tiled, img):
+    a = enh_whole.run_network(img)
+    b = enh_tiled.run_network(img)
+    assert a.shape == b.shape == img.shape
+    diff = np.abs(a - b).max()
+    assert diff <= 1e-4, f"float max diff {diff}"
+    a8, b8 = to_uint8(a), to_uint8(b)
+    d8 = np.abs(a8.astype(int) - b8.astype(int))
+    assert d8.max() <= 1 and (d8 > 0).mean() <= 1e-3
+    return b
+
+
+def test_tiled_equals_whole_random_sizes(tiny_model):
+    whole, _ = Enhancer.open(tiny_model, "onnxruntime", tile=0)
+    rng = np.random.default_rng(7)
+    src = sample_rgb()
+    for _ in range(8):
+        h, w = int(rng.integers(23, 470)), int(rng.integers(17, 630))
+        y0, x0 = int(rng.integers(0, 480 - h + 1)), int(rng.integers(0, 640 - w + 1))
+        img = np.ascontiguousarray(src[y0:y0 + h, x0:x0 + w])
+        tile = int(rng.choice([64, 96, 128, 200, 256, 512]))
+        tiled = Enhancer(whole.engine, whole.card, tile=tile, batch=int(rng.integers(1, 5)))
+        out = _compare(whole, tiled, img)
+        assert np.ptp(out - img) > 0.05, "the test model must change the image, or the test proves nothing"
+
+
+def test_tiled_equals_whole_odd_and_tiny_images(tiny_model):
+    whole, _ = Enhancer.open(tiny_model, "onnxruntime", tile=0)
+    src = sample_rgb("torchstain_target")
+    for h, w, tile in [(1, 1, 64), (3, 5, 64), (7, 300, 64), (301, 9, 96), (441, 587, 96), (100, 100, 512)]:
+        img = np.ascontiguousarray(src[:h, :w])
+        _compare(whole, Enhancer(whole.engine, whole.card, tile=tile), img)
+
+
+def test_fixed_shape_tiles_equal_whole(tiny_model):
+    """Border windows shift inward (fixed-shape engines) and stay exact."""
+    whole, _ = Enhancer.open(tiny_model, "onnxruntime", tile=0)
+    img = sample_rgb()[:350, :610]
+    p = tiling.plan(350, 610, 128, whole.card.receptive_field, 2, fixed=True)
+    assert p.tile_h == p.tile_w == 128 and p.grid[0] != p.grid[1]
+    chw = np.ascontiguousarray(img.transpose(2, 0, 1))
+    out = np.empty_like(chw)
+    for t in p.tiles:
+        r = whole.engine.infer(tiling.extract(chw, t)[None])[0]
+        tiling.place(out, r, t)
+    ref = whole.run_network(img)
+    assert np.abs(out.transpose(1, 2, 0) - ref).max() <= 1e-4
+
+
+def test_shipped_model_tiled_equals_whole():
+    whole, _ = Enhancer.open(None, "onnxruntime", tile=0)
+    img = sample_rgb("BloodImage_00090")[:, :601]
+    for tile in (128, whole.card.recommended_tile):
+        _compare(whole, Enhancer(whole.engine, whole.card, tile=tile), img)
+
+
+def test_scaled_model_resamples_then_tiles(scaled_model):
+    enh, _ = Enhancer.open(scaled_model, "onnxruntime", tile=64)
+    img = sample_rgb()[:101, :75]
+    out = enh.enhance(img)
+    assert out.shape == (152, 112, 3)
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+
+
+def test_receptive_field_in_the_card_is_right(tiny_model):
+    """A changed input pixel changes outputs within R of it and nowhere beyond."""
+    enh, _ = Enhancer.open(tiny_model, "onnxruntime", tile=0)
+    rng = np.random.default_rng(0)
+    img = rng.random((160, 160, 3), dtype=np.float32)
+    a = enh.run_network(img)
+    for y, x in [(80, 80), (81, 79)]:
+        b_img = img.copy()
+        b_img[y, x] += 0.5
+        ys, xs = np.nonzero(np.abs(enh.run_network(b_img) - a).max(axis=2) > 0)
+        reach = max(abs(ys - y).max(), abs(xs - x).max())
+        R = enh.card.receptive_field
+        assert R - 2 <= reach <= R, (reach, R)
