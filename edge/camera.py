@@ -1,8 +1,8 @@
 """CameraSupervisor: the rules for a camera that fails, as a state machine free of I/O.
 
-    opening --frame--> live <--frame-- stalled: no frame for stall_s (first frame: FIRST_FRAME_S);
-       |                |  \                   still none after 3x that: abandon the stuck
-       |                |   corrupt            reader, a new one opens (at most one abandoned)
+    opening --frame--> live <--frame-- stalled: no frame for stall_s (after an open: FIRST_FRAME_S);
+       |                |                      still none after 3x that: abandon the stuck
+       |                +--> corrupt           reader, a new one opens (at most one abandoned)
        |  open or read  |   (frames come but are unusable; CORRUPT_REOPEN in a row: lost)
        v  fails         v
       lost: wait (backoff 0.5 s, doubling to 8 s, reset by a good frame), then opening
@@ -53,6 +53,7 @@ class CameraSupervisor:
         self.corrupt_run = 0
         self.backoff = BACKOFF_S[0]
         self.since = self.last_frame_t = clock()   # since: the reader's last sign of life
+        self.awaiting_first = True                 # opened (or opening), no good frame yet: FIRST_FRAME_S
         self.lock = threading.RLock()              # readers report while the daemon's timer ticks
 
     # -- events from the reader ------------------------------------------------------------------
@@ -61,14 +62,18 @@ class CameraSupervisor:
         with self.lock:
             if gen != self.gen:
                 return False
-            self.state, self.since = "opening", self.clock()
+            self.state, self.since, self.awaiting_first = "opening", self.clock(), True
             return True
 
-    def opened(self, gen: int) -> None:
+    def opened(self, gen: int) -> bool:
+        """The source opened; False: the reader was given up on while open() hung, it must close it
+        and exit (a stale reader must not hold the device the new one is opening)."""
         with self.lock:
-            if gen == self.gen:
-                log.info("camera %s opened", self.source)
-                self.since = self.clock()
+            if gen != self.gen:
+                return False
+            log.info("camera %s opened", self.source)
+            self.since = self.clock()
+            return True
 
     def frame(self, gen: int, size: tuple[int, int]) -> bool:
         """A good frame of (width, height); False: the reader is stale, drop the frame and exit."""
@@ -81,7 +86,7 @@ class CameraSupervisor:
                             extra={"CAMERA_SOURCE": self.source})
             if self.error:
                 log.info("camera %s is back", self.source)
-            self.size, self.error, self.state = size, None, "live"
+            self.size, self.error, self.state, self.awaiting_first = size, None, "live", False
             self.since = self.last_frame_t = self.clock()
             self.backoff, self.corrupt_run = BACKOFF_S[0], 0
             return True
@@ -116,13 +121,14 @@ class CameraSupervisor:
             if self.state == "lost":  # the reader is waiting to reopen, not stuck
                 return None
             now = self.clock()
-            first = self.size is None
-            limit = FIRST_FRAME_S if first else self.stall_s
-            silent = now - max(self.since, self.last_frame_t)
+            limit = FIRST_FRAME_S if self.awaiting_first else self.stall_s
+            silent = now - self.since
             if silent < limit:
                 return None
-            quiet = now - (self.since if first else self.last_frame_t)
-            msg = f"{self.source}: {'no first frame' if first else 'no frame'} for {quiet:.0f} s (camera stalled)"
+            if self.awaiting_first:
+                msg = f"{self.source}: no frame for {silent:.0f} s since it was opened (camera stalled)"
+            else:
+                msg = f"{self.source}: no frame for {now - self.last_frame_t:.0f} s (camera stalled)"
             if self.error is None:
                 log.error("camera lost: %s", msg, extra={"CAMERA_SOURCE": self.source})
             if self.error is None or "stalled" in self.error:
@@ -131,7 +137,7 @@ class CameraSupervisor:
             if silent > 3 * limit and readers_alive <= 1:
                 self.reopens_after_stall += 1
                 self.gen += 1
-                self.state, self.since = "opening", now
+                self.state, self.since, self.awaiting_first = "opening", now, True
                 log.warning("camera %s: reopening in a new thread, abandoning the stuck read", self.source)
                 return self.gen
             return None

@@ -98,7 +98,8 @@ class CameraReader:
                         break
                     self.stop_event.wait(nxt.wait)
                     continue
-                self.sup.opened(gen)
+                if not self.sup.opened(gen):
+                    break  # given up on while open() hung: let the new reader have the device
             try:
                 frame = src.read()
                 if not isinstance(frame, Frame):

@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -70,6 +70,19 @@ class CaptureRequest:
     t: float = field(default_factory=time.monotonic)   # frames grabbed after this count
     result: Future = field(default_factory=Future)     # -> Stored, or a CaptureError
 
+    def fail(self, error: CaptureError) -> None:
+        """Answer with an error, unless already answered (at shutdown the daemon races its threads)."""
+        try:
+            self.result.set_exception(error)
+        except InvalidStateError:
+            pass
+
+    def done(self, stored: Stored) -> None:
+        try:
+            self.result.set_result(stored)
+        except InvalidStateError:
+            pass
+
 
 class CaptureQueue:
     """Admission and a bounded FIFO from the callers (socket, keys, interval) to the inference loop."""
@@ -109,7 +122,7 @@ class CaptureQueue:
     def fail_pending(self, why: str) -> None:
         """At shutdown: answer whatever is still waiting."""
         while (req := self.next()) is not None:
-            req.result.set_exception(Stopping(why))
+            req.fail(Stopping(why))
 
     def qsize(self) -> int:
         return self.pending.qsize()
@@ -141,12 +154,12 @@ class CaptureWriter:
         while (job := self.jobs.get()) is not None:
             req = job[0]
             try:
-                req.result.set_result(self._store(*job))
+                req.done(self._store(*job))
             except CaptureError as e:
-                req.result.set_exception(e)
+                req.fail(e)
             except Exception as e:
                 log.exception("capture failed")
-                req.result.set_exception(StoreFailed(f"capture failed: {type(e).__name__}: {e}"))
+                req.fail(StoreFailed(f"capture failed: {type(e).__name__}: {e}"))
 
     def _store(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict) -> Stored:
         t0 = time.monotonic()

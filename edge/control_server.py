@@ -62,9 +62,12 @@ class ControlServer:
         old = os.umask(0o117)  # the socket is created 0660: the service's user and group only
         try:
             s.bind(str(self.path))
+            s.listen(8)
+        except OSError:
+            s.close()
+            raise
         finally:
             os.umask(old)
-        s.listen(8)
         s.settimeout(0.5)
         return s
 

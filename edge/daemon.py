@@ -52,7 +52,7 @@ class Daemon:
         self.stopping, self.interval_s, self.clock = stopping, float(interval_s), clock
         self.watchdog_s = notifier.watchdog_s if watchdog else 0.0
         self.threads: dict[str, threading.Thread] = {}
-        self.ready = False
+        self.ready = self.down = False
         now = clock()
         self.next_status = self.next_space = now
         self.next_interval = now + self.interval_s if self.interval_s > 0 else None
@@ -89,7 +89,10 @@ class Daemon:
             else:
                 self.notices.clear("inference")
         if self.watchdog_s and self.ready:
-            flowing = now - self.inference.frame_t < self.watchdog_s / 2 or not self.supervisor.ok
+            # frames stop for known reasons a restart cannot cure: a lost camera, a calibration that
+            # does not fit the camera's new resolution; both are shown on the preview and in status
+            known = not self.supervisor.ok or self.notices.get("calibration") is not None
+            flowing = now - self.inference.frame_t < self.watchdog_s / 2 or known
             if stuck < self.watchdog_s / 2 and flowing:
                 self.notifier.watchdog()
         if now >= self.next_status:
@@ -120,6 +123,9 @@ class Daemon:
 
     def shutdown(self) -> int:
         """Stop taking frames, finish pending captures, exit 0 within 5 s."""
+        if self.down:
+            return 0
+        self.down = True
         self.stopping.set()
         self.notifier.stopping()
         log.info("stopping: finishing %d pending capture(s)", self.captures.qsize() + self.writer.qsize())
@@ -130,10 +136,13 @@ class Daemon:
         self._join("storage", deadline)
         self.reader.stop(deadline + 0.8)
         self.captures.fail_pending("daemon stopped")
+        self.inference.abandon("daemon stopped before the capture was taken, nothing saved")
         self._join("preview", deadline + 0.8)          # the sink is closed by its own thread
         self.control.close()
         self.storage.close()
-        self.lock.release()
+        if not any(t.is_alive() for t in self.threads.values()):
+            self.inference.enhancer.close()            # never under a thread still inside the engine
+            self.lock.release()                        # else the process's exit releases it
         log.info("stopped")
         return 0
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from edge import SAMPLES
 from edge.camera_reader import LatestFrame
-from edge.capture import CaptureQueue, CaptureRequest, CaptureWriter, EngineFailed, FrameTimeout
+from edge.capture import CaptureQueue, CaptureRequest, CaptureWriter, EngineFailed, FrameTimeout, Stopping
 from edge.enhancer import EngineError, Enhancer
 from edge.errors import EX_CONFIG, UserError
 from edge.imageio import read_image
@@ -55,6 +55,7 @@ class InferenceLoop:
         self.captures, self.writer, self.publish = captures, writer, publish
         self.camera_error, self.notices, self.stopping, self.clock = camera_error, notices, stopping, clock
         self.frame_wait_s = frame_wait_s
+        self.current: CaptureRequest | None = None   # the capture being taken, if any
         self.alive_t = self.frame_t = clock()   # liveness marks, in the daemon's clock
         self.first_frame = threading.Event()
         self.frames = 0
@@ -69,7 +70,13 @@ class InferenceLoop:
             self.alive_t = self.clock()
             req = self.captures.next()
             if req is not None:
-                self._capture(req)
+                self.current = req
+                try:
+                    self._capture(req)
+                except Exception as e:  # a bug must not kill the engine's thread and leave callers waiting
+                    log.exception("capture failed")
+                    req.fail(EngineFailed(f"capture failed, nothing saved: {type(e).__name__}: {e}"))
+                self.current = None
                 continue
             if self.stopping.is_set():
                 return
@@ -85,6 +92,12 @@ class InferenceLoop:
                 self.frames += 1
                 self.first_frame.set()
 
+    def abandon(self, why: str) -> None:
+        """At shutdown, when this loop did not finish in time: answer the capture it was taking."""
+        req = self.current
+        if req is not None:
+            req.fail(Stopping(why))
+
     def _preview(self, frame: Frame) -> bool:
         try:
             x, raw = self.pre.preview(frame)
@@ -95,6 +108,12 @@ class InferenceLoop:
         except EngineError as e:
             self.notices.set("engine", str(e))
             log.error("%s", e)
+            return False
+        except Exception as e:  # a bug (OpenCV, memory): say it, keep the engine's thread alive
+            msg = f"preview failed: {type(e).__name__}: {e}"
+            if self.notices.get("engine") != msg:
+                log.exception("%s", msg)
+            self.notices.set("engine", msg)
             return False
         self.notices.clear("engine")
         self.notices.clear("calibration")
@@ -107,14 +126,13 @@ class InferenceLoop:
         frame, _ = self.latest.newer(-1, after_t=req.t, timeout=self.frame_wait_s)
         if frame is None:
             why = self.camera_error()
-            req.result.set_exception(FrameTimeout(f"no camera frame within {self.frame_wait_s:g} s"
-                                                  f"{': ' + why if why else ''}"))
+            req.fail(FrameTimeout(f"no camera frame within {self.frame_wait_s:g} s{': ' + why if why else ''}"))
             return
         t1 = time.monotonic()
         try:
             enhanced = self.enhancer.enhance_on_grid(self.pre.capture(frame))
         except (EngineError, ValueError) as e:
-            req.result.set_exception(EngineFailed(f"enhancement failed, nothing saved: {e}"))
+            req.fail(EngineFailed(f"enhancement failed, nothing saved: {e}"))
             return
         image = self.post.capture(enhanced, frame)
         self.writer.put(req, frame, image, {"frame_wait_s": round(t1 - t0, 4),

@@ -11,6 +11,7 @@ frame and request times are always the host's time.monotonic().
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -106,22 +107,24 @@ class Twins:
 
 def build(cfg: dict, state: Path, twins: Twins | None = None) -> Daemon:
     """Lock the state folder, load and self-test the model, recover storage, bind the socket: every
-    check that can refuse to start happens here (UserError, exit 78 for configuration faults)."""
+    check that can refuse to start happens here (UserError, exit 78 for configuration faults). What was
+    opened before a refusal is closed again."""
     twins = twins or Twins()
     os.umask(os.umask(0) | 0o027)  # patient material: never world-readable (a stricter UMask= stays)
     state.mkdir(parents=True, exist_ok=True)
-    lock = InstanceLock(state)
-    try:
-        return _assemble(cfg, state, twins, lock)
-    except BaseException:
-        lock.release()
-        raise
+    with contextlib.ExitStack() as undo:
+        lock = InstanceLock(state)
+        undo.callback(lock.release)
+        daemon = _assemble(cfg, state, twins, lock, undo)
+        undo.pop_all()          # from here the daemon's shutdown closes them
+        return daemon
 
 
-def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock) -> Daemon:
+def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: contextlib.ExitStack) -> Daemon:
     m, cam = cfg["model"], cfg["camera"]
     try:
         engine, card, why = (twins.open_model or open_model)(cfg)
+        undo.callback(engine.close)
         enhancer = Enhancer(engine, card, m["tile"], m["batch"])
         self_test(enhancer)
         profile = load_profile(cfg, card)
@@ -129,6 +132,7 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock) -> Daemo
         raise UserError(str(e), EX_CONFIG) from None
     log.info("model %s %s on %s: %s", card.name, card.version, engine.name, why)
     storage = Storage(state, cfg["storage"]["min_free_mb"])
+    undo.callback(storage.close)
     report = storage.recover()
     if any(report.values()):
         log.warning("start-up recovery: %s", json.dumps(report))
@@ -136,6 +140,7 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock) -> Daemo
         sink = (twins.open_sink or open_sink)(cfg, state)
     except (OSError, cv2.error) as e:
         raise UserError(f"preview {cfg['preview']['sink']}: {str(e).strip().splitlines()[-1]}", EX_CONFIG) from None
+    undo.callback(sink.close)
 
     clock, notices, stopping = twins.clock, Notices(), threading.Event()
     supervisor = CameraSupervisor(cam["source"], cam["fps"], clock)
@@ -157,6 +162,7 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock) -> Daemo
                         engine.name, stopping)
     preview = PreviewLoop(sink, slot, cfg["preview"], board.lines, board.warning, captures.submit, notices, stopping)
     control = ControlServer(socket_path(state), board.status, captures.submit, stopping)
+    undo.callback(control.close)
     return Daemon(lock=lock, storage=storage, supervisor=supervisor, reader=reader, inference=inference,
                   captures=captures, writer=writer, preview=preview, control=control, board=board,
                   notifier=twins.notifier or Notifier(), notices=notices, stopping=stopping,

@@ -54,8 +54,8 @@ def test_the_abandoned_reader_is_ignored_when_it_wakes(sup, clock):
     assert sup.tick() == 2
     assert not sup.frame(1, VGA), "the old reader's frame is dropped and it exits"
     assert sup.corrupt(1, "x") == Next("exit") and sup.failed(1, "x") == Next("exit")
-    assert not sup.opening(1)
-    assert sup.opening(2)
+    assert not sup.opening(1) and not sup.opened(1), "a reader that hung in open() closes it and exits"
+    assert sup.opening(2) and sup.opened(2)
     assert sup.frame(2, VGA) and sup.ok and sup.state == "live"
 
 
@@ -129,7 +129,7 @@ def test_a_camera_that_never_delivers_its_first_frame(clock):
     assert sup.tick() is None and sup.ok, "slow first frames after boot are allowed"
     clock.advance(2)
     sup.tick()
-    assert sup.state == "stalled" and "no first frame for 21 s" in sup.error
+    assert sup.state == "stalled" and "no frame for 21 s since it was opened" in sup.error
     clock.advance(2 * FIRST_FRAME_S)
     assert sup.tick() == 2
 
@@ -143,3 +143,31 @@ def test_slow_cameras_get_five_frame_periods(clock):
     clock.advance(2)
     sup.tick()
     assert sup.state == "stalled"
+
+
+def test_every_reopen_gets_the_first_frame_grace(sup, clock):
+    """A camera plugged back in (or restarted after a stall) may take as long as at boot."""
+    sup.frame(1, VGA)
+    sup.failed(1, "unplugged")
+    clock.advance(30)
+    assert sup.opening(1) and sup.opened(1)
+    clock.advance(FIRST_FRAME_S - 1)
+    assert sup.tick() is None and sup.state == "opening"
+    clock.advance(2)
+    sup.tick()
+    assert sup.state == "stalled"
+    assert sup.error == "v4l2:/dev/video0: unplugged", "the cause already shown stays"
+
+
+def test_a_reopened_camera_that_hangs_says_since_when(clock):
+    sup = CameraSupervisor("v4l2:/dev/video0", fps=15, clock=clock)
+    sup.opening(1)
+    sup.opened(1)
+    sup.frame(1, VGA)
+    clock.advance(3 * STALL_S + 1)
+    assert sup.tick() == 2
+    sup.opening(2)
+    sup.opened(2)
+    clock.advance(FIRST_FRAME_S + 1)
+    sup.tick()
+    assert "no frame for 21 s since it was opened (camera stalled)" in sup.error

@@ -153,8 +153,9 @@ def test_the_capture_key_in_the_preview(state):
     try:
         src.release()
         assert d.inference.first_frame.wait(10)
+        shown = sink.shown
         sink.events.append("capture")
-        assert wait_until(lambda: d.captures.qsize() == 1 or d.writer.captures_done, 5)
+        assert wait_until(lambda: sink.shown >= shown + 2, 5), "the preview took the key (and submitted)"
         src.release()
         assert wait_until(lambda: d.writer.captures_done == 1, 10)
         meta = json.loads(next((state / "captures").rglob("*.json")).read_text())
@@ -173,3 +174,15 @@ def test_shutdown_finishes_a_capture_in_progress(live, state):
     assert d.shutdown() == 0
     assert req.result.result(timeout=0).image.is_file()
     assert "STOPPING=1" in d.notifier.sent and not (state / "control.sock").exists()
+
+
+def test_shutdown_answers_a_capture_still_waiting_for_its_frame(live):
+    """SIGTERM while a capture waits for a fresh frame: the caller gets an answer, not a dropped line."""
+    d, src, _ = live
+    req = d.submit(None, "socket")
+    assert wait_until(lambda: d.inference.current is req, 5)
+    src.end()                                # the camera is gone too: only the capture holds shutdown up
+    t0 = time.monotonic()
+    assert d.shutdown() == 0 and time.monotonic() - t0 < 5.0
+    with pytest.raises(Stopping, match="daemon stopped before the capture was taken, nothing saved"):
+        req.result.result(timeout=0)

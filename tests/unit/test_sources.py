@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.sources import SourceError, open_source
+from edge.sources import CorruptFrame, Frame, SourceError, open_source
 from tests.helpers import SAMPLES
 
 
@@ -62,3 +62,22 @@ def test_picamera2_absent_is_one_clear_line():
         pass
     with pytest.raises(SourceError, match="picamera2 is not installed"):
         open_source("picamera2:0", 640, 480, 10)
+
+
+@pytest.mark.parametrize("image, seq, words", [
+    (np.zeros((48, 64), np.uint8), 1, "corrupt frame (ndarray (48, 64) uint8)"),
+    (np.zeros((48, 64, 4), np.uint8), 1, "(48, 64, 4)"),
+    (np.zeros((48, 64, 3), np.float32), 1, "float32"),
+    (np.zeros((8, 64, 3), np.uint8), 1, "(8, 64, 3)"),
+    ([[1, 2, 3]], 1, "corrupt frame (list)"),
+    (np.zeros((48, 64, 3), np.uint8), -1, "sequence number -1"),
+])
+def test_a_bad_frame_cannot_be_made(image, seq, words):
+    with pytest.raises(CorruptFrame) as e:
+        Frame(image, seq, time.monotonic())
+    assert words in str(e.value)
+
+
+def test_a_good_frame_says_what_it_is():
+    f = Frame(np.zeros((48, 64, 3), np.uint16), 3, time.monotonic(), {"gain": 2}, sensor_t=12.5)
+    assert f.size == (64, 48) and f.as_uint8().dtype == np.uint8 and f.sensor_t == 12.5

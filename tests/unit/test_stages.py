@@ -1,0 +1,68 @@
+"""Preprocess and Postprocess: the daemon's frames meet the network exactly as `enhance` files do."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from edge.enhancer import Enhancer
+from edge.imageio import to_uint8
+from edge.sources import Frame
+from edge.stages import Postprocess, Preprocess, to_float
+from tests.helpers import sample_rgb
+
+
+def frame(image: np.ndarray) -> Frame:
+    return Frame(image, 1, time.monotonic())
+
+
+def test_capture_path_equals_the_enhance_command(scaled_model):
+    """A capture goes Preprocess -> enhance_on_grid; `enhance` goes Enhancer.enhance: the same pixels."""
+    enh, _ = Enhancer.open(scaled_model, "onnxruntime", tile=64)
+    rgb8 = to_uint8(sample_rgb()[:101, :75])
+    pre = Preprocess(None, enh.resample, preview_width=960)
+    x = pre.capture(frame(rgb8))
+    assert x.shape == (152, 112, 3), "resampled onto the model grid (scale 1.5)"
+    assert np.array_equal(enh.enhance_on_grid(x), enh.enhance(rgb8.astype(np.float32) / 255))
+
+
+def test_preview_is_reduced_to_the_preview_width_then_put_on_the_model_grid(scaled_model):
+    enh, _ = Enhancer.open(scaled_model, "onnxruntime", tile=64)
+    pre = Preprocess(None, enh.resample, preview_width=320)
+    x, raw = pre.preview(frame(to_uint8(sample_rgb())))          # 640x480
+    assert raw.shape == (240, 320, 3) and raw.dtype == np.uint8
+    assert x.shape == (360, 480, 3) and x.dtype == np.float32
+    small = frame(np.zeros((100, 200, 3), np.uint8))
+    x, raw = pre.preview(small)
+    assert raw.shape == (100, 200, 3) and x.shape == (150, 300, 3), "smaller frames are not enlarged first"
+
+
+def test_sixteen_bit_frames():
+    img16 = (np.arange(48 * 64 * 3, dtype=np.uint32).reshape(48, 64, 3) * 37 % 65536).astype(np.uint16)
+    f = frame(img16)
+    assert to_float(img16).max() <= 1.0 and np.allclose(to_float(img16) * 65535, img16, atol=0.01)
+    enhanced = to_float(img16)
+    assert Postprocess("png").capture(enhanced, f).dtype == np.uint16
+    assert Postprocess("tiff").capture(enhanced, f).dtype == np.uint16
+    assert Postprocess("jpeg").capture(enhanced, f).dtype == np.uint8, "JPEG holds 8 bits"
+    assert np.array_equal(f.as_uint8(), (img16 >> 8).astype(np.uint8))
+    eight = frame(to_uint8(enhanced))
+    assert Postprocess("png").capture(enhanced, eight).dtype == np.uint8
+
+
+def test_calibration_is_applied_at_camera_resolution(tmp_path):
+    from calibration.profile import update
+    from edge.profile import load
+
+    flat = np.full((48, 64, 3), 1.0, np.float32)
+    flat[:, :32] = 0.5                                   # the left half gets half the light
+    update(tmp_path / "p.json", "flat", {"frames": 1}, flat)
+    pre = Preprocess(load(tmp_path / "p.json"), lambda x: x, preview_width=32)
+    grey = frame(np.full((48, 64, 3), 100, np.uint8))
+    x = pre.capture(grey)
+    assert x[:, :32].mean() > x[:, 32:].mean() + 0.1, "the dim half is brightened"
+    xp, raw = pre.preview(grey)
+    assert xp.shape == (24, 32, 3) and raw.shape == (24, 32, 3)
+    with pytest.raises(ValueError, match="recalibrate at this camera size"):
+        pre.capture(frame(np.zeros((96, 128, 3), np.uint8)))
