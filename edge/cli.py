@@ -112,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_kiosk_commands(sub)
     for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
-        ep.load()(sub)
+        try:
+            ep.load()(sub)
+        except ImportError as e:  # a broken install of one part must not take the kiosk's commands down
+            print(f"phonescope: the {ep.name} commands are unavailable ({e})", file=sys.stderr)
     return p
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from edge import config, wiring
 from edge.engines.base import Engine, EngineError, InputSpec
 from edge.modelcard import ModelCard
+from edge.service import Notifier
 from edge.sinks import Sink
 from edge.sources import Frame, Source, SourceError
 
@@ -131,11 +132,11 @@ class RecordingSink(Sink):
         return events
 
 
-class RecordingNotifier:
-    """systemd's side of sd_notify, as a list of what was sent."""
+class RecordingNotifier(Notifier):
+    """systemd's side of sd_notify, as a list of what the real Notifier sent."""
 
     def __init__(self, watchdog_s: float = 0.0):
-        self.watchdog_s = watchdog_s
+        self.enabled, self.watchdog_s = True, watchdog_s
         self.sent: list[str] = []
 
     def count(self, field: str) -> int:
@@ -143,18 +144,6 @@ class RecordingNotifier:
 
     def send(self, *fields: str) -> None:
         self.sent.extend(fields)
-
-    def ready(self, status: str) -> None:
-        self.send("READY=1", f"STATUS={status}")
-
-    def status(self, status: str) -> None:
-        self.send(f"STATUS={status}")
-
-    def watchdog(self) -> None:
-        self.send("WATCHDOG=1")
-
-    def stopping(self) -> None:
-        self.send("STOPPING=1", "STATUS=stopping")
 
 
 def build_daemon(state: Path, source: GatedCamera | None = None, engine: FakeEngine | None = None,
