@@ -74,6 +74,7 @@ class PreviewLoop:
         self.sink, self.slot, self.cfg = sink, slot, cfg_preview
         self.status_lines, self.warning_line, self.submit = status_lines, warning_line, submit
         self.notices, self.stopping = notices, stopping
+        self.shown = 0          # pictures the sink took: `status` shows whether the screen is being updated
 
     def run(self) -> None:
         period = 1.0 / self.cfg["max_fps"]
@@ -92,6 +93,7 @@ class PreviewLoop:
                 self.notices.set("preview", msg)
                 events = []
             else:
+                self.shown += 1
                 if last_error is not None:
                     log.info("preview %s works again", self.sink.kind)
                     self.notices.clear("preview")

@@ -13,6 +13,7 @@ from edge.camera import CameraSupervisor
 from edge.capture import CaptureQueue, CaptureWriter
 from edge.inference import InferenceLoop
 from edge.notices import Notices
+from edge.preview import PreviewLoop
 from edge.storage import Storage
 
 WARNING_WIDTH = 110        # characters of a warning on the preview's status bar
@@ -23,6 +24,7 @@ class StatusBoard:
                  writer: CaptureWriter, storage: Storage, notices: Notices, model: tuple[str, str], backend: str,
                  stopping: threading.Event):
         """model: (name, version) from the model card; backend: the engine's name."""
+        self.preview: PreviewLoop | None = None     # attached once built (it shows this board's lines)
         self.camera, self.inference, self.captures, self.writer = camera, inference, captures, writer
         self.storage, self.notices, self.backend, self.stopping = storage, notices, backend, stopping
         self.model_name, self.model_version = model
@@ -42,6 +44,7 @@ class StatusBoard:
                 "captures": self.writer.captures_done,
                 "pending_captures": self.captures.qsize() + self.writer.qsize(),
                 "last_capture": self.writer.last_capture, "free_mb": round(self.storage.free_mb(), 1),
+                "preview": {"sink": self.preview.sink.kind, "shown": self.preview.shown} if self.preview else None,
                 "warnings": self.notices.messages()}
 
     def lines(self) -> list[str]:

@@ -160,7 +160,8 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
                               slot.put, lambda: supervisor.error, notices, stopping, clock)
     board = StatusBoard(supervisor, inference, captures, writer, storage, notices, (card.name, card.version),
                         engine.name, stopping)
-    preview = PreviewLoop(sink, slot, cfg["preview"], board.lines, board.warning, captures.submit, notices, stopping)
+    preview = board.preview = PreviewLoop(sink, slot, cfg["preview"], board.lines, board.warning, captures.submit,
+                                          notices, stopping)
     control = ControlServer(socket_path(state), board.status, captures.submit, stopping)
     undo.callback(control.close)
     return Daemon(lock=lock, storage=storage, supervisor=supervisor, reader=reader, inference=inference,

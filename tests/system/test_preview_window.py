@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -13,19 +14,22 @@ import pytest
 from edge.enhancer import Enhancer
 from edge.imageio import read_image, to_uint8
 from edge.preview import compose
-from tests.helpers import SAMPLES, daemon, status, wait_until
+from tests.helpers import SAMPLES, daemon, status, stop, wait_until
 
 
 @pytest.fixture
 def xvfb():
+    """A real X server on a free display, handed over once it accepts connections (-displayfd)."""
     if not shutil.which("Xvfb"):
         pytest.skip("Xvfb is not installed (deploy/dev-deps.sh installs it)")
-    display = f":{100 + os.getpid() % 400}"
-    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "960x750x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    assert proc.poll() is None, "Xvfb did not start"
-    yield display
+    r, w = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "960x750x24", "-nolisten", "tcp"],
+                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    with os.fdopen(r) as ready:
+        number = ready.readline().strip() if select.select([ready], [], [], 30)[0] else ""
+    assert number and proc.poll() is None, "Xvfb did not start within 30 s"
+    yield f":{number}"
     proc.send_signal(signal.SIGTERM)
     proc.wait(10)
 
@@ -43,6 +47,7 @@ def test_window_preview_shows_the_enhanced_frame(tmp_path, tiny_model, xvfb, mon
     monkeypatch.setenv("DISPLAY", xvfb)
     proc = daemon(tmp_path / "s", f"replay:{folder}", tiny_model, env={"DISPLAY": xvfb},
                   extra=["--preview", "window"])
+    warnings = None
     try:
         assert wait_until(lambda: status(tmp_path / "s")["state"] == "running", 90), proc.stderr
         deadline = time.monotonic() + 60  # the window maps and draws on its own schedule (slow on a busy machine)
@@ -53,8 +58,10 @@ def test_window_preview_shows_the_enhanced_frame(tmp_path, tiny_model, xvfb, mon
                 if d_enh < 2.0 or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
+        st = status(tmp_path / "s")
+        warnings = (st["warnings"], st["preview"])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        log = stop(proc)
+    assert proc.returncode == 0, log
     d_raw = np.abs(got - want_raw).mean()
-    assert d_enh < 2.0 and d_raw > 4 * d_enh, (d_enh, d_raw)
+    assert d_enh < 2.0 and d_raw > 4 * d_enh, (d_enh, d_raw, warnings, log[-1500:])

@@ -160,6 +160,7 @@ def test_the_capture_key_in_the_preview(state):
         assert wait_until(lambda: d.writer.captures_done == 1, 10)
         meta = json.loads(next((state / "captures").rglob("*.json")).read_text())
         assert meta["origin"] == "key" and sink.shown > 0
+        assert d.status()["preview"] == {"sink": "recording", "shown": d.preview.shown} and d.preview.shown > 0
     finally:
         src.end()
         d.shutdown()
