@@ -14,6 +14,7 @@ edge.wiring; time for these rules comes from its injected clock.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -37,6 +38,7 @@ log = logging.getLogger("phonescope")
 STOP_GRACE_S = 4.0         # SIGTERM: finish pending captures within this, exit well inside 5 s
 STATUS_EVERY_S = 2.0       # systemd STATUS= line
 SPACE_EVERY_S = 10.0       # free-space check (the warning clears by itself once space is freed)
+SPACE_CLEAR_BYTES = 1_000_000  # ... once free space is this far above the watermark, so it does not flicker
 STALL_NO_WATCHDOG_S = 10.0  # without a systemd watchdog: inference this long without progress is a warning
 
 
@@ -102,9 +104,12 @@ class Daemon:
             self.next_space = now + SPACE_EVERY_S
             try:
                 self.storage.check_space()
-                self.notices.clear("storage", containing="disk")
             except StorageFull as e:
                 self.notices.set("storage", str(e))
+            else:
+                with contextlib.suppress(StorageFull):   # hovering just above the watermark: keep what is shown
+                    self.storage.check_space(SPACE_CLEAR_BYTES)
+                    self.notices.clear("storage", containing="disk")
         if self.next_interval is not None and now >= self.next_interval:
             self.next_interval = now + self.interval_s
             try:

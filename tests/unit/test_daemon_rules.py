@@ -128,6 +128,10 @@ def test_low_disk_is_a_warning_until_space_is_freed(parts):
     d.storage.min_free_mb = 10 ** 9
     d.step()
     assert any("watermark" in w for w in d.status()["warnings"])
+    d.storage.min_free_mb = d.storage.free_mb() - 0.5      # just above the watermark: space comes and goes
+    clock.advance(10)
+    d.step()
+    assert d.status()["warnings"], "cleared only when well above the watermark: it does not flicker"
     d.storage.min_free_mb = 0
     clock.advance(5)
     d.step()
