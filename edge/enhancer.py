@@ -62,6 +62,8 @@ class Enhancer:
         """The network on an image already on the model grid (float32 HxWx3) -> float32 HxWx3, unclipped."""
         h, w = rgb.shape[:2]
         padded = tiling.pad_to_alignment(np.ascontiguousarray(rgb, np.float32), self.align)
+        if self.fixed:  # an engine built for one tile shape: an image smaller than a tile fills one
+            padded = tiling.pad_up_to(padded, *self.tile)
         p = tiling.plan(padded.shape[0], padded.shape[1], self.tile, self.halo, self.align, self.fixed)
         t0 = time.perf_counter()
         tiles = list(p.tiles)

@@ -110,6 +110,18 @@ def pad_to_alignment(img: np.ndarray, align: int) -> np.ndarray:
     return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
+def pad_up_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Reflect-pad HxWxC bottom/right up to height x width where it is smaller (as the halo's context
+    would continue the image): an image smaller than a fixed-shape engine's tile fills one tile, and
+    the top and left edges, where the tile's edge is the image's, stay exact."""
+    h, w = img.shape[:2]
+    ph, pw = max(0, height - h), max(0, width - w)
+    if not ph and not pw:
+        return img
+    mode = "reflect" if h > 1 and w > 1 else "edge"
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
+
+
 def extract(img_chw: np.ndarray, t: Tile) -> np.ndarray:
     return img_chw[:, t.y.start:t.y.start + t.y.size, t.x.start:t.x.start + t.x.size]
 

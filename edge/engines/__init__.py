@@ -43,6 +43,21 @@ def tensorrt_plan(model_path: str | Path, onnx_sha256: str | None, tile: int | N
     return path, ""
 
 
+def load_tensorrt(plan: Path, alignment: int = 1, engine_class=None) -> Engine:
+    """The TensorRT engine for a plan, or EngineError whatever went wrong: pycuda's MemoryError or
+    LogicError, a TypeError from a binding of another TensorRT version must fall back (auto) or end
+    in one line (tensorrt), never escape as a crash that systemd restarts in a loop."""
+    if engine_class is None:
+        from edge.engines.tensorrt import TensorRTEngine as engine_class
+    try:
+        return engine_class(plan, alignment=alignment)
+    except EngineError:
+        raise
+    except Exception as e:
+        raise EngineError(f"tensorrt: cannot load {Path(plan).name}: {type(e).__name__}: "
+                          f"{str(e).strip()[:200]}") from None
+
+
 def open_engine(model_path: str | Path, backend: str = "auto", alignment: int = 1,
                 threads: int | None = None, tile: int | None = None, batch: int = 4,
                 onnx_sha256: str | None = None) -> tuple[Engine, str]:
@@ -65,9 +80,7 @@ def open_engine(model_path: str | Path, backend: str = "auto", alignment: int = 
     plan, why_not = tensorrt_plan(model_path, onnx_sha256, tile, batch)
     if plan is not None:
         try:
-            from edge.engines.tensorrt import TensorRTEngine
-
-            engine = TensorRTEngine(plan, alignment=alignment)
+            engine = load_tensorrt(plan, alignment)
             why = "requested" if backend == "tensorrt" else "auto: a fresh TensorRT engine and a GPU"
             return engine, f"{why} ({engine.provider}; {plan.name})"
         except EngineError as e:
@@ -81,4 +94,4 @@ def open_engine(model_path: str | Path, backend: str = "auto", alignment: int = 
     return engine, f"auto: ONNX Runtime ({engine.provider}); TensorRT not used: {why_not}"
 
 
-__all__ = ["Engine", "EngineError", "InputSpec", "open_engine", "tensorrt_plan", "BACKENDS"]
+__all__ = ["Engine", "EngineError", "InputSpec", "load_tensorrt", "open_engine", "tensorrt_plan", "BACKENDS"]

@@ -62,8 +62,12 @@ class TensorRTEngine(Engine):
             raise EngineError(f"tensorrt: no usable CUDA GPU ({str(e).strip()[:200]})") from None
         self.context = self.engine = None
         self.slots: list[_Slot] = []
-        with self._current():
-            self._load(alignment)
+        try:
+            with self._current():
+                self._load(alignment)
+        except BaseException:
+            self._release()  # a failed load must not keep the GPU's memory and the retained context
+            raise
 
     @contextmanager
     def _current(self):
@@ -182,13 +186,21 @@ class TensorRTEngine(Engine):
             return start.time_till(end) / 1e3 / repeat
 
     def close(self) -> None:
-        if self.engine is None:
+        if self.engine is not None:
+            self._release()
+
+    def _release(self) -> None:
+        """Free the buffers, drop the engine and let go of the retained primary context (once)."""
+        if self.ctx is None:
             return
-        with self._current():
-            for s in self.slots:
-                s.dev_in.free()
-                s.dev_out.free()
-            self.slots = []
-            self.context = self.engine = None
-            self.stream = None
-        self.ctx.detach()
+        try:
+            with self._current():
+                for s in self.slots:
+                    s.dev_in.free()
+                    s.dev_out.free()
+                self.slots = []
+                self.context = self.engine = None
+                self.stream = None
+        finally:
+            self.ctx.detach()
+            self.ctx = None
