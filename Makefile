@@ -53,10 +53,11 @@ ENGINE_ARGS    = --model $(ENGINE_MODEL) $(if $(ENGINE_CONFIG),--config $(ENGINE
 
 engine: setup
 	@$(PHONESCOPE) engine stamp $(ENGINE_STAMP) $(ENGINE_ARGS)
-	@$(MAKE) --no-print-directory $(ENGINE_FILE)
+	@$(MAKE) --no-print-directory $(ENGINE_FILE).json
 
-$(ENGINE_FILE): $(ENGINE_STAMP)
-	$(PHONESCOPE) engine build --force --out $@ $(ENGINE_ARGS)
+# The target is the metadata, written after the plan: a build that dies in between is rebuilt.
+$(ENGINE_FILE).json: $(ENGINE_STAMP)
+	$(PHONESCOPE) engine build --force --out $(ENGINE_FILE) $(ENGINE_ARGS)
 
 # Long run of the daemon on the simulated camera (not part of `make test`): RSS, open fds, threads,
 # frame and capture latency over time, and a verdict whether anything grows (exit 1 if it does).

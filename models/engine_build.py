@@ -147,7 +147,7 @@ def build(onnx_path: Path, engine_path: Path, card_sha256: str, settings: M.Sett
     profile.set_shape(inp.name, (1, 3, th, tw), (settings.batch, 3, th, tw), (settings.batch, 3, th, tw))
     config.add_optimization_profile(profile)
 
-    cache_path = engine_path.parent / "timing.cache"
+    cache_path = engine_path.parent / f"timing-{trt.__version__}.cache"   # a cache is per TensorRT version
     blob = cache_path.read_bytes() if cache_path.is_file() else b""
     cache = config.create_timing_cache(blob)
     if not config.set_timing_cache(cache, ignore_mismatch=False):
@@ -179,7 +179,10 @@ def build(onnx_path: Path, engine_path: Path, card_sha256: str, settings: M.Sett
     M.meta_path(engine_path).unlink(missing_ok=True)  # never pair old metadata with a new plan
     atomic_write(engine_path, data)
     info = M.make_meta(card_sha256, machine, settings, onnx=onnx_path.name, network=how,
+                       onnxconverter_common=M.converter_version(),
                        build_seconds=round(time.monotonic() - t0, 1), size_bytes=len(data))
+    # the metadata last: it is what the daemon and make (its target) take as "built", so a build that dies
+    # after the plan leaves a plan without metadata, which both see as needing a rebuild
     atomic_write(M.meta_path(engine_path), json.dumps(info, indent=2).encode())
     atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
     log(f"wrote {engine_path} ({len(data) / 1e6:.1f} MB, {how}) in {time.monotonic() - t0:.0f} s")

@@ -8,6 +8,7 @@ machine at hand. Pure Python: it runs (and is tested) without TensorRT.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -18,6 +19,8 @@ from pathlib import Path
 
 META_FORMAT = "phonescope-engine/1"
 REBUILD_HINT = "run `make engine` (or `phonescope engine build`)"
+BUILD_RECIPE = 2     # how engines are built (models/engine_build.py); bump it when that changes
+MIN_TENSORRT = 10    # the API used here (tensor addresses, execute_async_v3, strongly typed networks)
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,17 @@ def settings_from(tile: int | tuple[int, int], batch: int, precision: str = "fp1
     return Settings((int(th), int(tw)), int(batch), precision)
 
 
+def converter_version() -> str:
+    """onnxconverter-common's version: it makes the FP16 network an engine is built from."""
+    try:
+        return importlib.metadata.version("onnxconverter-common")
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
 def make_meta(onnx_sha256: str, machine: Machine, settings: Settings, **extra) -> dict:
     return {"format": META_FORMAT, "onnx_sha256": onnx_sha256, **machine.as_dict(), **settings.as_dict(),
-            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+            "recipe": BUILD_RECIPE, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
 
 
 def read_meta(engine: str | Path) -> dict | None:
@@ -121,6 +132,9 @@ def freshness(engine: str | Path, onnx_sha256: str, machine: Machine | None, set
                 str(meta.get("compute_capability")) != machine.compute_capability:
             return Freshness("stale", f"built for {meta.get('gpu_name')} (sm {meta.get('compute_capability')}), "
                                       f"this GPU is {machine.gpu_name} (sm {machine.compute_capability})")
+    if meta.get("recipe", 1) != BUILD_RECIPE:
+        return Freshness("stale", f"built by recipe {meta.get('recipe', 1)} of phonescope's engine build, "
+                                  f"this version uses recipe {BUILD_RECIPE}")
     if settings is not None:
         if list(meta.get("tile") or []) != list(settings.tile):
             t = meta.get("tile") or ["?", "?"]
@@ -139,7 +153,8 @@ def stamp_text(onnx_sha256: str, machine: Machine, settings: Settings) -> str:
     """Everything a rebuild depends on, one `key=value` a line; nothing that changes on its own (no times)."""
     fields = {"onnx_sha256": onnx_sha256, **machine.as_dict(),
               "tile": f"{settings.tile[0]}x{settings.tile[1]}", "batch": settings.batch,
-              "precision": settings.precision}
+              "precision": settings.precision, "recipe": BUILD_RECIPE,
+              "onnxconverter_common": converter_version()}
     return "".join(f"{k}={v}\n" for k, v in fields.items())
 
 
@@ -186,12 +201,27 @@ def probe_gpu() -> tuple[str, str] | None:
     return None
 
 
+def too_old(tensorrt_version: str) -> str | None:
+    """Why this TensorRT cannot be used, or None: JetPack 6.0 ships TensorRT 8.6, whose API differs."""
+    try:
+        major = int(str(tensorrt_version).split(".")[0])
+    except ValueError:
+        return f"unrecognised TensorRT version {tensorrt_version!r}"
+    if major < MIN_TENSORRT:
+        return (f"TensorRT {tensorrt_version} is too old: phonescope needs TensorRT {MIN_TENSORRT} or newer "
+                f"(JetPack 6.1 or newer)")
+    return None
+
+
 def probe_machine() -> tuple[Machine | None, str]:
     """The TensorRT version and GPU here, or (None, why not)."""
     try:
         import tensorrt as trt
     except ImportError:
         return None, "TensorRT is not installed (the [jetson] extra, or JetPack's python3-libnvinfer)"
+    old = too_old(trt.__version__)
+    if old:
+        return None, old
     gpu = probe_gpu()
     if gpu is None:
         return None, "no CUDA GPU found (pycuda and nvidia-smi see none)"

@@ -20,17 +20,18 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from edge.engines.base import Engine, EngineError, InputSpec
-from edge.engines.meta import REBUILD_HINT
+from edge.engines.meta import REBUILD_HINT, too_old
 
 
-def quarantine(path: Path) -> Path:
-    """Set a plan that failed to load aside as *.bad (so it is rebuilt, and kept for a look)."""
+def quarantine(path: Path) -> str:
+    """Set a plan that failed to load aside as *.bad (so it is rebuilt, and kept for a look); says what
+    happened (under ProtectSystem=strict the engine folder may be read-only)."""
     bad = Path(str(path) + ".bad")
     try:
         os.replace(path, bad)
-    except OSError:
-        pass
-    return bad
+    except OSError as e:
+        return f"could not be set aside ({e.strerror})"
+    return f"set aside as {bad.name}"
 
 
 @dataclass
@@ -52,6 +53,9 @@ class TensorRTEngine(Engine):
         except ImportError as e:
             raise EngineError(f"tensorrt: {e.name} is not installed (the [jetson] extra, or JetPack's "
                               f"python3-libnvinfer and pycuda)") from None
+        old = too_old(trt.__version__)
+        if old:
+            raise EngineError(f"tensorrt: {old}")
         self.trt, self.cuda = trt, cuda
         self.path = Path(engine_path)
         self.device_index = device
@@ -88,8 +92,7 @@ class TensorRTEngine(Engine):
             raise EngineError(f"tensorrt: cannot read {self.path}: {e.strerror}; {REBUILD_HINT}") from None
         self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
-            bad = quarantine(self.path)
-            raise EngineError(f"tensorrt: {self.path.name} could not be deserialized (set aside as {bad.name}); "
+            raise EngineError(f"tensorrt: {self.path.name} could not be deserialized ({quarantine(self.path)}); "
                               f"rebuild it: {REBUILD_HINT}")
         e = self.engine
         names = [e.get_tensor_name(i) for i in range(e.num_io_tensors)]

@@ -16,19 +16,22 @@ from tests.unit.test_engine_meta import ORIN, SETTINGS, SHA
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_makefile_rebuilds_only_when_the_stamp_changes(tmp_path):
     """The real Makefile's engine rule: up to date after a build, still up to date when the stamp is
-    rewritten with the same content, out of date when its content (model, settings, TensorRT, GPU) changes."""
+    rewritten with the same content, out of date when its content (model, settings, TensorRT, GPU) changes,
+    and out of date when a build died after writing the plan but before its metadata (make's target)."""
     engine, stamp = tmp_path / "m.engine", tmp_path / "m.engine.stamp"
 
     def up_to_date() -> bool:
         r = subprocess.run(["make", "-q", "-f", str(ROOT / "Makefile"), f"ENGINE_FILE={engine}",
-                            f"ENGINE_STAMP={stamp}", str(engine)], cwd=ROOT, capture_output=True, text=True)
+                            f"ENGINE_STAMP={stamp}", f"{engine}.json"], cwd=ROOT, capture_output=True, text=True)
         assert r.returncode in (0, 1), r.stderr
         return r.returncode == 0
 
     M.write_stamp(stamp, M.stamp_text(SHA, ORIN, SETTINGS))
     os.utime(stamp, (1_000_000, 1_000_000))
     assert not up_to_date()                 # no engine yet
-    engine.write_bytes(b"plan")             # as `engine build` leaves it: newer than the stamp
+    engine.write_bytes(b"plan")             # a build that died before writing the metadata
+    assert not up_to_date()
+    M.meta_path(engine).write_text("{}")    # as `engine build` leaves it: metadata last, newer than the stamp
     assert up_to_date()
     M.write_stamp(stamp, M.stamp_text(SHA, ORIN, SETTINGS))   # same machine, same model: nothing to do
     assert up_to_date()

@@ -70,10 +70,11 @@ def test_quarantined_engine_is_missing_and_says_so(tmp_path):
     from edge.engines.tensorrt import quarantine  # importable without TensorRT
 
     engine = built(tmp_path)
-    bad = quarantine(engine)
-    assert bad.name == "m.engine.bad" and bad.read_bytes() == b"plan" and not engine.exists()
+    assert quarantine(engine) == "set aside as m.engine.bad"
+    assert (tmp_path / "m.engine.bad").read_bytes() == b"plan" and not engine.exists()
     f = M.freshness(engine, SHA, ORIN, SETTINGS)
     assert f.state == "missing" and ".bad" in f.reason
+    assert quarantine(engine).startswith("could not be set aside"), "says so when it could not (read-only)"
 
 
 def test_settings_need_a_tile():
@@ -94,10 +95,21 @@ def test_engine_dir_follows_the_environment(tmp_path, monkeypatch):
 def test_stamp_covers_everything_a_rebuild_depends_on():
     base = M.stamp_text(SHA, ORIN, SETTINGS)
     assert base == M.stamp_text(SHA, ORIN, SETTINGS)  # no times: stable
-    for other in (M.stamp_text("cd" * 32, ORIN, SETTINGS), M.stamp_text(SHA, M.Machine("10.4.0", "Orin", "8.7"), SETTINGS),
+    for other in (M.stamp_text("cd" * 32, ORIN, SETTINGS),
+                  M.stamp_text(SHA, M.Machine("10.4.0", "Orin", "8.7"), SETTINGS),
                   M.stamp_text(SHA, M.Machine("10.3.0", "Orin", "8.9"), SETTINGS),
                   M.stamp_text(SHA, ORIN, M.Settings((512, 512), 8))):
         assert other != base
+    assert f"recipe={M.BUILD_RECIPE}\n" in base and f"onnxconverter_common={M.converter_version()}\n" in base
+
+
+def test_an_engine_from_an_older_build_recipe_is_stale(tmp_path):
+    engine = built(tmp_path)
+    m = json.loads(M.meta_path(engine).read_text())
+    m["recipe"] = M.BUILD_RECIPE - 1
+    M.meta_path(engine).write_text(json.dumps(m))
+    f = M.freshness(engine, SHA, ORIN, SETTINGS)
+    assert f.state == "stale" and "recipe" in f.reason
 
 
 def test_write_stamp_touches_the_file_only_on_change(tmp_path):

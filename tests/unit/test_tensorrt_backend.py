@@ -85,3 +85,16 @@ def test_auto_takes_a_fresh_engine(runtime, tiny_model):
     engine.close()
     engine, why = open_engine(tiny_model, "auto", tile=256, batch=4)
     assert engine.name == "onnxruntime" and "stale" in why, "built for other tiles"
+
+
+def test_tensorrt_older_than_10_is_one_line_not_a_parse_error(runtime, tiny_model):
+    """JetPack 6.0's TensorRT 8.6 lacks the API used here; it says so instead of failing in the parser."""
+    calls, plan = runtime(version="8.6.2")
+    machine, why = meta.probe_machine()
+    assert machine is None and why == ("TensorRT 8.6.2 is too old: phonescope needs TensorRT 10 or newer "
+                                       "(JetPack 6.1 or newer)")
+    with pytest.raises(EngineError, match="too old"):
+        TensorRTEngine(plan)
+    engine, why = open_engine(tiny_model, "auto", tile=128, batch=4)
+    assert engine.name == "onnxruntime" and "too old" in why
+    assert calls.push == calls.detach == 0, "nothing touched on the GPU"
