@@ -9,8 +9,9 @@ SRC="$(cd "$(dirname "$0")/.." && pwd)"
 PREFIX=/opt/phonescope
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -qq python3-venv python3-dev libsystemd-dev pkg-config >/dev/null
-id phonescope >/dev/null 2>&1 || useradd --system --home-dir /var/lib/phonescope --shell /usr/sbin/nologin \
-    --groups video phonescope
+getent group render >/dev/null || groupadd --system render   # /dev/dri/renderD* (udev's usual group)
+id phonescope >/dev/null 2>&1 || useradd --system --home-dir /var/lib/phonescope --shell /usr/sbin/nologin phonescope
+usermod -aG video,render phonescope
 mkdir -p "$PREFIX"
 cp -a "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/edge" "$SRC/models" "$SRC/calibration" "$PREFIX/"
 python3 -m venv --system-site-packages "$PREFIX/.venv"

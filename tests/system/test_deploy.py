@@ -45,3 +45,25 @@ def test_example_config_is_valid_and_documents_every_key():
         for key in keys:
             assert f"\n{key} =" in text, key
     assert cfg["camera"]["source"] == "v4l2:/dev/video0"
+
+
+def test_device_rules_name_devices_not_folders():
+    """DeviceAllow takes device nodes or device groups (char-NAME from /proc/devices); systemd ignores a folder
+    such as /dev/dri ("is not a device"), which left /dev/dri/renderD* and with it CUDA denied on JetPack 6."""
+    rules = [line.split("=", 1)[1].split()[0] for line in UNIT.read_text().splitlines()
+             if line.startswith("DeviceAllow=")]
+    folders = {"/dev/dri", "/dev/nvgpu", "/dev/nvgpu/igpu0", "/dev/dma_heap", "/dev/v4l", "/dev/snd"}
+    assert not folders & set(rules), folders & set(rules)
+    assert all(r.startswith(("char-", "block-")) or r.startswith("/dev/") for r in rules), rules
+    for group in ("char-drm", "char-video4linux", "char-media", "char-dma_heap", "char-nvidia*"):
+        assert group in rules, group
+    text = UNIT.read_text()
+    assert "SupplementaryGroups=video render" in text and "BindPaths=-/tmp/argus_socket" in text
+    assert "usermod -aG video,render phonescope" in (ROOT / "deploy" / "install.sh").read_text()
+
+
+def test_udev_rule_names_no_camera_two_cameras_could_share():
+    """ATTR{index}=="0" is every camera's first node: a fixed SYMLINK would go to whichever came first."""
+    rules = (ROOT / "deploy" / "99-phonescope-camera.rules").read_text()
+    assert "SYMLINK" not in rules and 'SUBSYSTEM=="video4linux", GROUP="video"' in rules
+    assert "/dev/v4l/by-id/" in (ROOT / "deploy" / "phonescope.toml").read_text()
