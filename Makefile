@@ -44,10 +44,13 @@ bench: setup
 # `engine stamp` rewrites the stamp (ONNX sha256, [model] tile/batch, precision, TensorRT version,
 # GPU name and compute capability) only when its content differs, so a new model, new engine
 # settings or a JetPack upgrade rebuild, and nothing else does. Without TensorRT or a GPU it stops
-# with one line. ENGINE_CONFIG=/etc/phonescope/phonescope.toml builds for the kiosk's settings.
+# with one line. On an installed kiosk it builds into the service's engine folder for the kiosk's
+# settings (/etc/phonescope/phonescope.toml); elsewhere beside the model (or $PHONESCOPE_ENGINE_DIR).
+KIOSK_ENGINE_DIR := /var/cache/phonescope/engines
 ENGINE_MODEL  ?= models/zoo/phonescope-default.onnx
-ENGINE_CONFIG ?=
-ENGINE_FILE   ?= $(if $(PHONESCOPE_ENGINE_DIR),$(PHONESCOPE_ENGINE_DIR)/$(notdir $(basename $(ENGINE_MODEL))),$(basename $(ENGINE_MODEL))).engine
+ENGINE_CONFIG ?= $(wildcard /etc/phonescope/phonescope.toml)
+ENGINE_DIR    ?= $(or $(PHONESCOPE_ENGINE_DIR),$(wildcard $(KIOSK_ENGINE_DIR)))
+ENGINE_FILE   ?= $(if $(ENGINE_DIR),$(ENGINE_DIR)/$(notdir $(basename $(ENGINE_MODEL))),$(basename $(ENGINE_MODEL))).engine
 ENGINE_STAMP  ?= $(ENGINE_FILE).stamp
 ENGINE_ARGS    = --model $(ENGINE_MODEL) $(if $(ENGINE_CONFIG),--config $(ENGINE_CONFIG))
 

@@ -22,6 +22,18 @@ install -d -m 0755 /etc/phonescope
 install -m 0644 "$SRC/deploy/phonescope.service" /etc/systemd/system/phonescope.service
 install -m 0644 "$SRC/deploy/99-phonescope-camera.rules" /etc/udev/rules.d/
 udevadm control --reload-rules && udevadm trigger --subsystem-match=video4linux --subsystem-match=graphics || true
+# The TensorRT engine for this device, where the service looks for it (the unit's PHONESCOPE_ENGINE_DIR).
+ENGINES=/var/cache/phonescope/engines
+install -d -m 0750 /var/cache/phonescope "$ENGINES"
+if "$PREFIX/.venv/bin/python" -c "import tensorrt" 2>/dev/null; then
+    echo "install.sh: building the TensorRT engine for this device (minutes on a Jetson)..."
+    PHONESCOPE_ENGINE_DIR="$ENGINES" "$PREFIX/.venv/bin/phonescope" engine build --config /etc/phonescope/phonescope.toml \
+        || echo "install.sh: the engine build failed: the kiosk runs ONNX Runtime until \`sudo make engine\` succeeds" >&2
+else
+    echo "install.sh: no TensorRT here: the kiosk runs ONNX Runtime (on a Jetson: apt install python3-libnvinfer," \
+         "then sudo make engine)"
+fi
+chown -R phonescope:phonescope /var/cache/phonescope
 systemctl daemon-reload
 systemctl enable --now phonescope.service
 echo "installed: systemctl status phonescope; journalctl -u phonescope -f; phonescope doctor"

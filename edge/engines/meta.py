@@ -61,10 +61,18 @@ class Freshness:
         return self.state + (f" ({self.reason})" if self.reason else "")
 
 
+KIOSK_ENGINE_DIR = Path("/var/cache/phonescope/engines")   # in the unit's CacheDirectory; install.sh builds here
+
+
 def engine_dir(onnx_path: str | Path) -> Path:
-    """Engines live beside the model unless PHONESCOPE_ENGINE_DIR says elsewhere (read-only installs)."""
+    """$PHONESCOPE_ENGINE_DIR (the unit sets it), else an installed kiosk's engine folder where there is one
+    (so `make engine`, `phonescope engine check` from a shell and the service agree), else beside the model."""
     d = os.environ.get("PHONESCOPE_ENGINE_DIR")
-    return Path(d) if d else Path(onnx_path).resolve().parent
+    if d:
+        return Path(d)
+    if KIOSK_ENGINE_DIR.is_dir():
+        return KIOSK_ENGINE_DIR
+    return Path(onnx_path).resolve().parent
 
 
 def engine_path(onnx_path: str | Path) -> Path:

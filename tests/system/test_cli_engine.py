@@ -68,3 +68,18 @@ def test_engine_cli_without_tensorrt():
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot build a TensorRT engine here" in r.stderr
     r = run_cli("engine", "check", timeout=120, env={"PHONESCOPE_ENGINE_DIR": "/nonexistent"})
     assert r.returncode == 1 and "missing" in r.stdout and "make engine" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_engine_builds_where_the_service_looks(tmp_path):
+    def engine_file(env: dict) -> str:
+        e = {k: v for k, v in os.environ.items() if k != "PHONESCOPE_ENGINE_DIR"}
+        r = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "--eval",
+                            "show-engine-file: ; @echo $(ENGINE_FILE)", "show-engine-file"],
+                           cwd=ROOT, capture_output=True, text=True, env={**e, **env})
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    assert engine_file({"PHONESCOPE_ENGINE_DIR": str(tmp_path)}) == f"{tmp_path}/phonescope-default.engine"
+    if not M.KIOSK_ENGINE_DIR.is_dir():     # a development machine: beside the model
+        assert engine_file({}) == "models/zoo/phonescope-default.engine"

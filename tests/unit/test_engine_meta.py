@@ -83,11 +83,24 @@ def test_settings_need_a_tile():
     assert M.settings_from(512, 2) == M.Settings((512, 512), 2)
 
 
-def test_engine_dir_follows_the_environment(tmp_path, monkeypatch):
+def test_engine_dir_follows_the_environment_then_the_kiosk(tmp_path, monkeypatch):
     monkeypatch.delenv("PHONESCOPE_ENGINE_DIR", raising=False)
+    monkeypatch.setattr(M, "KIOSK_ENGINE_DIR", tmp_path / "kiosk")            # not installed here
     assert M.engine_path(tmp_path / "a" / "m.onnx") == (tmp_path / "a" / "m.engine").resolve()
-    monkeypatch.setenv("PHONESCOPE_ENGINE_DIR", str(tmp_path / "engines"))
+    (tmp_path / "kiosk").mkdir()                                              # an installed kiosk
+    assert M.engine_path(tmp_path / "a" / "m.onnx") == tmp_path / "kiosk" / "m.engine"
+    monkeypatch.setenv("PHONESCOPE_ENGINE_DIR", str(tmp_path / "engines"))   # the unit's setting
     assert M.engine_path(tmp_path / "a" / "m.onnx") == tmp_path / "engines" / "m.engine"
+
+
+def test_one_engine_folder_for_make_install_the_unit_and_the_daemon():
+    """`make engine`, install.sh and the service once each looked in a different place."""
+    from tests.helpers import ROOT
+
+    where = str(M.KIOSK_ENGINE_DIR)
+    assert f"Environment=PHONESCOPE_ENGINE_DIR={where}\n" in (ROOT / "deploy" / "phonescope.service").read_text()
+    assert f"KIOSK_ENGINE_DIR := {where}\n" in (ROOT / "Makefile").read_text()
+    assert f"ENGINES={where}\n" in (ROOT / "deploy" / "install.sh").read_text()
 
 
 # -- the stamp `make engine` keys on --------------------------------------------------------
