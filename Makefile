@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 PHONESCOPE := $(VENV)/bin/phonescope
 STAMP  := $(VENV)/.installed
 MINUTES ?= 50
+# On a Jetson (L4T), JetPack's TensorRT and GStreamer-enabled OpenCV are system packages: the venv sees them.
+VENV_FLAGS ?= $(if $(wildcard /etc/nv_tegra_release),--system-site-packages)
 
 .PHONY: setup run test test-unit test-system bench engine train install clean
 
@@ -12,9 +14,10 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	bash deploy/dev-deps.sh
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[train,dev]'
+	bash deploy/use-system-opencv.sh $(PY)
 	touch $@
 
 # The kiosk daemon on its embedded defaults: simulated camera, ONNX Runtime on the CPU,

@@ -16,6 +16,13 @@ mkdir -p "$PREFIX"
 cp -a "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/edge" "$SRC/models" "$SRC/calibration" "$PREFIX/"
 python3 -m venv --system-site-packages "$PREFIX/.venv"
 "$PREFIX/.venv/bin/pip" install --quiet "$PREFIX"
+bash "$SRC/deploy/use-system-opencv.sh" "$PREFIX/.venv/bin/python"   # JetPack's OpenCV has GStreamer, pip's not
+if "$PREFIX/.venv/bin/python" -c "import tensorrt" 2>/dev/null; then   # the TensorRT backend's CUDA binding
+    "$PREFIX/.venv/bin/python" -c "import pycuda.driver" 2>/dev/null \
+        || PATH="/usr/local/cuda/bin:$PATH" "$PREFIX/.venv/bin/pip" install --quiet pycuda \
+        || echo "install.sh: pycuda did not build (it needs the CUDA toolkit: nvcc in /usr/local/cuda/bin);" \
+                "the kiosk runs ONNX Runtime until it is installed" >&2
+fi
 ln -sf "$PREFIX/.venv/bin/phonescope" /usr/local/bin/phonescope
 install -d -m 0755 /etc/phonescope
 [ -f /etc/phonescope/phonescope.toml ] || install -m 0644 "$SRC/deploy/phonescope.toml" /etc/phonescope/

@@ -32,7 +32,11 @@ def log(msg: str) -> None:
 def fp16_onnx(onnx_path: str | Path) -> bytes:
     """The ONNX model with FP16 weights and activations, float32 inputs/outputs."""
     import onnx
-    from onnxconverter_common import float16
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise UserError("building an engine needs onnxconverter-common (pip install 'phonescope[jetson]' "
+                        "or pip install onnxconverter-common)") from None
 
     model = onnx.load(str(onnx_path))
     import warnings

@@ -1,6 +1,7 @@
 """Deployment files checked by real systemd tooling."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -67,3 +68,20 @@ def test_udev_rule_names_no_camera_two_cameras_could_share():
     rules = (ROOT / "deploy" / "99-phonescope-camera.rules").read_text()
     assert "SYMLINK" not in rules and 'SUBSYSTEM=="video4linux", GROUP="video"' in rules
     assert "/dev/v4l/by-id/" in (ROOT / "deploy" / "phonescope.toml").read_text()
+
+
+def test_jetson_python_sees_the_systems_tensorrt_and_gstreamer_opencv(tmp_path):
+    """pip's opencv-python has no GStreamer and would shadow JetPack's; a venv without system site packages
+    hides JetPack's TensorRT. The helper swaps OpenCV only where the system's has GStreamer."""
+    make = (ROOT / "Makefile").read_text()
+    assert "--system-site-packages" in make and "bash deploy/use-system-opencv.sh $(PY)" in make
+    install = (ROOT / "deploy" / "install.sh").read_text()
+    assert "--system-site-packages" in install and "use-system-opencv.sh" in install and "pycuda" in install
+    fake = tmp_path / "python3"                       # a system Python whose OpenCV lacks GStreamer (pip's)
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    fake.chmod(0o755)
+    r = subprocess.run(["bash", str(ROOT / "deploy" / "use-system-opencv.sh"), sys.executable],
+                       env={**os.environ, "SYSTEM_PYTHON": str(fake)}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", "nothing to swap: nothing done"
+    import cv2
+    assert cv2.__file__, "this venv's OpenCV is still there"

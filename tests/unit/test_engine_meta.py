@@ -149,3 +149,14 @@ def test_backend_selection_without_tensorrt():
         open_engine(DEFAULT_MODEL, "tensorrt", tile=512, batch=4)
     with pytest.raises(EngineError, match="unknown backend"):
         open_engine(DEFAULT_MODEL, "cuda")
+
+
+def test_a_missing_fp16_converter_is_one_line_not_an_internal_error(monkeypatch, tmp_path):
+    import sys
+
+    from edge.errors import UserError
+    from models.engine_build import fp16_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxconverter_common", None)   # as if not installed
+    with pytest.raises(UserError, match="needs onnxconverter-common"):
+        fp16_onnx(tmp_path / "m.onnx")
