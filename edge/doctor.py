@@ -109,6 +109,57 @@ def _check_devices(cfg, out):
         pass
 
 
+def _check_gstreamer(cfg, out):
+    """gst: sources need an OpenCV built with GStreamer (pip's is not; JetPack's is), nvarguscamerasrc its daemon."""
+    src = cfg["camera"]["source"]
+    if not src.startswith("gst:"):
+        return
+    import cv2
+
+    line = next((ln.strip() for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("GStreamer:")),
+                "GStreamer: NO")
+    if "YES" not in line:
+        out("FAIL", "opencv", f"this OpenCV {cv2.__version__} has no GStreamer, so gst: sources cannot open -> on a "
+            f"Jetson use JetPack's OpenCV: bash deploy/use-system-opencv.sh /opt/phonescope/.venv/bin/python")
+    else:
+        out("OK", "opencv", f"OpenCV {cv2.__version__}, {line}")
+    if "nvarguscamerasrc" in src and not Path("/tmp/argus_socket").exists():
+        out("FAIL", "argus", "no /tmp/argus_socket: nvarguscamerasrc needs nvargus-daemon -> "
+            "systemctl enable --now nvargus-daemon")
+
+
+def _check_gpu(cfg, out):
+    """TensorRT, the engine for this model and settings, and access to the GPU's render nodes."""
+    from edge.engines import meta
+    from edge.modelcard import DEFAULT_MODEL, ModelError, load_card
+
+    jetson = Path("/etc/nv_tegra_release").exists()
+    machine, why = meta.probe_machine()
+    if machine is None:
+        if jetson or "too old" in why:
+            out("FAIL" if "too old" in why else "WARN", "tensorrt", f"{why} -> the kiosk runs ONNX Runtime on the "
+                "CPU; on a Jetson: apt install python3-libnvinfer python3-libnvinfer-dev, then sudo make engine")
+        else:
+            out("OK", "tensorrt", f"not used here: {why}")
+    else:
+        out("OK", "gpu", f"TensorRT {machine.tensorrt_version} on {machine.gpu_name} (sm {machine.compute_capability})")
+        model = Path(cfg["model"]["path"] or DEFAULT_MODEL)
+        try:
+            sha = load_card(model).onnx_sha256
+            settings = meta.settings_from(cfg["model"]["tile"], cfg["model"]["batch"])
+        except (ModelError, ValueError) as e:
+            out("WARN", "engine", f"not checked: {e}")
+        else:
+            engine = meta.engine_path(model)
+            f = meta.freshness(engine, sha, machine, settings)
+            out("OK" if f.fresh else "WARN", "engine", f"{engine}: {f}" + ("" if f.fresh else " -> sudo make engine"))
+    for node in sorted(Path("/dev/dri").glob("renderD*")):
+        if not os.access(node, os.R_OK | os.W_OK):
+            out("FAIL", "gpu", f"no access to {node} (CUDA on JetPack 6 and the GPU preview need it) -> "
+                "usermod -aG render USER")
+            break
+
+
 def run(args) -> int:
     failed = []
 
@@ -123,6 +174,8 @@ def run(args) -> int:
         return 1
     _check_storage(cfg, out)
     _check_devices(cfg, out)
+    _check_gstreamer(cfg, out)
+    _check_gpu(cfg, out)
     _check_model(cfg, out)
     _check_camera(cfg, out)
     print(f"{len(failed)} problem(s)" + (f": {', '.join(failed)}" if failed else ""))

@@ -1,6 +1,8 @@
 """`phonescope doctor` names what is wrong and how to fix it."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.helpers import SAMPLES, run_cli
 
 
@@ -20,3 +22,21 @@ def test_doctor_names_a_missing_camera_and_a_bad_config(tmp_path):
     bad.write_text("[model]\ntile = 'big'\n")
     r = run_cli("doctor", "--config", bad, timeout=60)
     assert r.returncode == 1 and "FAIL  config" in r.stdout and "tile" in r.stdout
+
+
+def test_doctor_checks_gstreamer_argus_and_tensorrt(tmp_path):
+    """A Jetson CSI camera through pip's OpenCV: no GStreamer and no nvargus-daemon, each said with its fix."""
+    import cv2
+
+    cfg = tmp_path / "jetson.toml"
+    cfg.write_text('[camera]\nsource = "gst:nvarguscamerasrc sensor-id=0 ! appsink"\n')
+    r = run_cli("doctor", "--config", cfg, "--state-dir", tmp_path, timeout=120)
+    assert r.returncode == 1, r.stdout
+    checks = {ln.split()[1]: ln for ln in r.stdout.splitlines() if len(ln.split()) > 2}
+    if "GStreamer:                   YES" in cv2.getBuildInformation():
+        assert checks["opencv"].startswith("OK"), r.stdout
+    else:
+        assert checks["opencv"].startswith("FAIL") and "use-system-opencv.sh" in checks["opencv"], r.stdout
+    if not Path("/tmp/argus_socket").exists():
+        assert checks["argus"].startswith("FAIL") and "nvargus-daemon" in checks["argus"], r.stdout
+    assert "tensorrt" in checks or "gpu" in checks, r.stdout

@@ -98,3 +98,24 @@ def test_tensorrt_older_than_10_is_one_line_not_a_parse_error(runtime, tiny_mode
     engine, why = open_engine(tiny_model, "auto", tile=128, batch=4)
     assert engine.name == "onnxruntime" and "too old" in why
     assert calls.push == calls.detach == 0, "nothing touched on the GPU"
+
+
+def test_doctor_reports_tensorrt_the_gpu_and_the_engine(runtime, tiny_model, tmp_path, capsys):
+    from argparse import Namespace
+
+    from edge import doctor
+    from tests.helpers import SAMPLES
+
+    runtime()
+    cfg = tmp_path / "kiosk.toml"
+    cfg.write_text(f'[model]\npath = "{tiny_model}"\ntile = 128\nbatch = 4\n')
+    doctor.run(Namespace(config=str(cfg), source=f"replay:{SAMPLES / 'phone'}", state_dir=str(tmp_path / "s")))
+    lines = capsys.readouterr().out.splitlines()
+    assert "OK    gpu          TensorRT 10.3.0 on Orin (nvgpu) (sm 8.7)" in lines
+    assert any(ln.startswith("OK    engine") and ln.endswith(": fresh") for ln in lines), lines
+    assert any(ln.startswith("OK    backend      tensorrt: auto: a fresh TensorRT engine") for ln in lines), lines
+    cfg.write_text(f'[model]\npath = "{tiny_model}"\ntile = 256\nbatch = 4\n')
+    doctor.run(Namespace(config=str(cfg), source=f"replay:{SAMPLES / 'phone'}", state_dir=str(tmp_path / "s")))
+    out = capsys.readouterr().out
+    assert "WARN  engine" in out and "built for 128x128 tiles, the config asks for 256x256" in out \
+        and "-> sudo make engine" in out
