@@ -180,9 +180,47 @@ def _ptr(address: int):
     return ctypes.cast(address, ctypes.POINTER(ctypes.c_float))
 
 
-def install(monkeypatch, trt: types.ModuleType, cuda: types.ModuleType) -> None:
+class FakeDriver:
+    """The five libcuda calls edge.engines.gpu makes, answering for one GPU, with ctypes out-parameters
+    filled as the real driver fills them."""
+
+    def __init__(self, name: str, cc: str, sm_count: int, memory_bytes: int):
+        self.name, self.cc, self.sms, self.memory = name, cc, sm_count, memory_bytes
+
+    def cuInit(self, flags):
+        return 0
+
+    def cuDeviceGet(self, dev, index):
+        if index != 0:
+            return 101                                   # CUDA_ERROR_INVALID_DEVICE
+        dev._obj.value = 0
+        return 0
+
+    def cuDeviceGetAttribute(self, value, attr, dev):
+        major, minor = self.cc.split(".")
+        value._obj.value = {16: self.sms, 75: int(major), 76: int(minor)}[attr]
+        return 0
+
+    def cuDeviceGetName(self, buf, size, dev):
+        buf.value = self.name.encode()[:size - 1]
+        return 0
+
+    def cuDeviceTotalMem_v2(self, value, dev):
+        value._obj.value = self.memory
+        return 0
+
+
+# A Jetson Orin NX 16 GB as deviceQuery reported it (github.com/atinfinity/l4t-base-docker, README):
+# Device 0: "Orin", capability 8.7, (008) Multiprocessors, 16136011776 bytes of global memory.
+ORIN_NX_16GB = FakeDriver("Orin", "8.7", 8, 16136011776)
+
+
+def install(monkeypatch, trt: types.ModuleType, cuda: types.ModuleType, driver: FakeDriver = ORIN_NX_16GB) -> None:
+    from edge.engines import gpu
+
     pycuda = types.ModuleType("pycuda")
     pycuda.driver = cuda
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "pycuda", pycuda)
     monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
+    monkeypatch.setattr(gpu, "load_driver", lambda: driver)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge.engines.gpu import probe_gpu
 
 META_FORMAT = "phonescope-engine/1"
 REBUILD_HINT = "run `make engine` (or `phonescope engine build`)"
@@ -183,32 +183,6 @@ def write_stamp(path: str | Path, text: str) -> bool:
 
 # -- probing the machine without TensorRT's help -----------------------------------------------
 
-def probe_gpu() -> tuple[str, str] | None:
-    """(name, compute capability) of GPU 0 through pycuda or nvidia-smi; None if neither finds one."""
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        if cuda.Device.count() > 0:
-            dev = cuda.Device(0)
-            major, minor = dev.compute_capability()
-            return dev.name(), f"{major}.{minor}"
-    except Exception:  # pycuda missing, or no driver / no device
-        pass
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            r = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=20)
-            line = r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else ""
-            if "," in line:
-                name, cc = (s.strip() for s in line.split(",", 1))
-                return name, cc
-        except (OSError, subprocess.SubprocessError, IndexError):
-            pass
-    return None
-
-
 def too_old(tensorrt_version: str) -> str | None:
     """Why this TensorRT cannot be used, or None: JetPack 6.0 ships TensorRT 8.6, whose API differs."""
     try:
@@ -232,5 +206,5 @@ def probe_machine() -> tuple[Machine | None, str]:
         return None, old
     gpu = probe_gpu()
     if gpu is None:
-        return None, "no CUDA GPU found (pycuda and nvidia-smi see none)"
+        return None, "no CUDA GPU found (the CUDA driver, libcuda, sees none)"
     return Machine(str(trt.__version__), gpu[0], gpu[1]), ""

@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from edge.engines.base import Engine, EngineError, InputSpec
+from edge.engines.gpu import probe_gpu
 from edge.engines.meta import REBUILD_HINT, too_old
 
 
@@ -122,7 +123,7 @@ class TensorRTEngine(Engine):
             hi = cuda.pagelocked_empty((n_max, 3, h, w), np.float32)
             ho = cuda.pagelocked_empty(out_shape, np.float32)
             self.slots.append(_Slot(hi, ho, cuda.mem_alloc(hi.nbytes), cuda.mem_alloc(ho.nbytes), cuda.Event()))
-        self.device_name = cuda.Device(self.device_index).name()
+        self.device_name = (probe_gpu(self.device_index) or (cuda.Device(self.device_index).name(), ""))[0]
         self.provider = f"TensorRT {trt.__version__}, {self.device_name}"
 
     # -- inference -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge.engines import EngineError, load_tensorrt, meta, open_engine
+from edge.engines.gpu import probe_gpu
 from edge.engines.tensorrt import TensorRTEngine
 from edge.enhancer import Enhancer
 from edge.modelcard import load_card
@@ -29,7 +30,7 @@ def runtime(monkeypatch, tiny_model, tmp_path):
         fake.install(monkeypatch, trt, cuda)
         plan = meta.engine_path(tiny_model)
         plan.write_bytes(b"onnx:" + str(tiny_model).encode())
-        machine = meta.Machine(trt.__version__, "Orin (nvgpu)", "8.7")
+        machine = meta.Machine(trt.__version__, *probe_gpu())
         meta.meta_path(plan).write_text(json.dumps(meta.make_meta(
             load_card(tiny_model).onnx_sha256, machine, meta.settings_from(128, 4))))
         return calls, plan
@@ -41,7 +42,7 @@ def test_a_plan_runs_tiles_through_two_buffer_slots(runtime, tiny_model):
     calls, plan = runtime()
     engine = TensorRTEngine(plan)
     assert engine.spec.fixed_shape == (128, 128) and engine.spec.max_batch == 4
-    assert engine.provider == "TensorRT 10.3.0, Orin (nvgpu)"
+    assert engine.provider == "TensorRT 10.3.0, Orin (8 SMs, 15 GiB)"
     card = load_card(tiny_model)
     enh, ref = Enhancer(engine, card, batch=4), Enhancer.open(tiny_model, "onnxruntime", tile=0)[0]
     big = np.ascontiguousarray(sample_rgb()[:301, :419])            # 12 tiles: three batches, both slots
@@ -111,7 +112,7 @@ def test_doctor_reports_tensorrt_the_gpu_and_the_engine(runtime, tiny_model, tmp
     cfg.write_text(f'[model]\npath = "{tiny_model}"\ntile = 128\nbatch = 4\n')
     doctor.run(Namespace(config=str(cfg), source=f"replay:{SAMPLES / 'phone'}", state_dir=str(tmp_path / "s")))
     lines = capsys.readouterr().out.splitlines()
-    assert "OK    gpu          TensorRT 10.3.0 on Orin (nvgpu) (sm 8.7)" in lines
+    assert "OK    gpu          TensorRT 10.3.0 on Orin (8 SMs, 15 GiB) (sm 8.7)" in lines
     assert any(ln.startswith("OK    engine") and ln.endswith(": fresh") for ln in lines), lines
     assert any(ln.startswith("OK    backend      tensorrt: auto: a fresh TensorRT engine") for ln in lines), lines
     cfg.write_text(f'[model]\npath = "{tiny_model}"\ntile = 256\nbatch = 4\n')
@@ -119,3 +120,14 @@ def test_doctor_reports_tensorrt_the_gpu_and_the_engine(runtime, tiny_model, tmp
     out = capsys.readouterr().out
     assert "WARN  engine" in out and "built for 128x128 tiles, the config asks for 256x256" in out \
         and "-> sudo make engine" in out
+
+
+def test_gpu_identity_tells_jetson_modules_apart():
+    """One name and capability ("Orin", 8.7) for every Orin module; SMs and memory tell which it is."""
+    assert probe_gpu(driver=fake.ORIN_NX_16GB) == ("Orin (8 SMs, 15 GiB)", "8.7")
+    # the other modules by their data sheets (GPU SMs, memory), not recordings
+    modules = {"AGX Orin 64 GB": (16, 64e9), "AGX Orin 32 GB": (14, 32e9), "Orin NX 16 GB": (8, 16.136e9),
+               "Orin Nano 4 GB": (4, 4e9)}
+    ids = {m: probe_gpu(driver=fake.FakeDriver("Orin", "8.7", sms, int(mem)))[0] for m, (sms, mem) in modules.items()}
+    assert len(set(ids.values())) == len(ids), ids
+    assert probe_gpu(1, driver=fake.ORIN_NX_16GB) is None, "no second GPU"
