@@ -63,6 +63,13 @@ class StoreFailed(CaptureError):
     pass
 
 
+def disk_full(e: StorageFull, notices: Notices) -> DiskFull:
+    """A capture refused for space, before it was queued or while it was stored: shown, logged, answered."""
+    notices.set("storage", str(e))
+    log.error("capture refused: %s", e, extra={"CAPTURE_ERROR": str(e)})
+    return DiskFull(str(e))
+
+
 @dataclass
 class CaptureRequest:
     sample_id: str | None
@@ -100,9 +107,7 @@ class CaptureQueue:
             sample_id = check_sample_id(sample_id)
             self.check_space()
         except StorageFull as e:
-            self.notices.set("storage", str(e))
-            log.error("capture refused: %s", e, extra={"CAPTURE_ERROR": str(e)})
-            raise DiskFull(str(e)) from None
+            raise disk_full(e, self.notices) from None
         except StorageError as e:
             raise BadSampleId(str(e)) from None
         req = CaptureRequest(sample_id, origin)
@@ -163,23 +168,20 @@ class CaptureWriter:
 
     def _store(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict) -> Stored:
         t0 = time.monotonic()
-        fmt = self.cfg["format"]
-        data = encode(image, EXTS[fmt], 16 if image.dtype == np.uint16 else 8, self.cfg["jpeg_quality"])
+        fmt, bits = self.cfg["format"], 16 if image.dtype == np.uint16 else 8
+        data = encode(image, EXTS[fmt], bits, self.cfg["jpeg_quality"])
         raw = encode(frame.as_uint8(), ".jpg", jpeg_quality=RAW_JPEG_QUALITY) if self.cfg["keep_raw"] else None
         camera = {**self.camera_meta, **frame.settings, "frame_seq": frame.seq,
                   "width": frame.image.shape[1], "height": frame.image.shape[0]}
         if frame.sensor_t is not None:
             camera["sensor_time_s"] = frame.sensor_t
         meta = {"origin": req.origin, "camera": camera, **self.static_meta,
-                "output": {"width": image.shape[1], "height": image.shape[0], "format": fmt,
-                           "bits": 16 if image.dtype == np.uint16 else 8},
+                "output": {"width": image.shape[1], "height": image.shape[0], "format": fmt, "bits": bits},
                 "timings": timings}
         try:
             stored = self.storage.store(data, EXTS[fmt], meta, raw, req.sample_id)
         except StorageFull as e:
-            self.notices.set("storage", str(e))
-            log.error("capture refused: %s", e, extra={"CAPTURE_ERROR": str(e)})
-            raise DiskFull(str(e)) from None
+            raise disk_full(e, self.notices) from None
         except StorageError as e:
             log.error("capture failed: %s", e, extra={"CAPTURE_ERROR": str(e)})
             raise StoreFailed(str(e)) from None

@@ -38,15 +38,14 @@ class OnnxRuntimeEngine(Engine):
         self.provider = self.session.get_providers()[0]
         # a model exported with fixed dimensions is held to them, as a TensorRT engine's profile is
         n, _, h, w = (d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape)
-        self.fixed_batch = n
         self.spec = InputSpec(channels=3, alignment=alignment, fixed_shape=(h, w) if h and w else None,
-                              max_batch=n)
+                              max_batch=n)   # a fixed batch: exactly n tiles a run
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self.check(batch)
-        n = batch.shape[0]
-        if self.fixed_batch and n < self.fixed_batch:  # a last, short batch of a frame's tiles
-            batch = np.concatenate([batch, np.zeros((self.fixed_batch - n,) + batch.shape[1:], batch.dtype)])
+        n, fixed = batch.shape[0], self.spec.max_batch
+        if fixed and n < fixed:  # a last, short batch of a frame's tiles
+            batch = np.concatenate([batch, np.zeros((fixed - n,) + batch.shape[1:], batch.dtype)])
         try:
             (out,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch)})
         except Exception as e:

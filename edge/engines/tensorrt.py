@@ -190,11 +190,11 @@ class TensorRTEngine(Engine):
             return start.time_till(end) / 1e3 / repeat
 
     def close(self) -> None:
-        if self.engine is not None:
-            self._release()
+        self._release()
 
     def _release(self) -> None:
-        """Free the buffers, drop the engine and let go of the retained primary context (once)."""
+        """Free the buffers, drop the engine and let go of the retained primary context (once; also after
+        a failed load)."""
         if self.ctx is None:
             return
         try:
