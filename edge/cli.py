@@ -60,7 +60,7 @@ def add_kiosk_commands(sub) -> None:
     r.add_argument("--source", metavar="URI", help="simulated | replay:PATH | v4l2:/dev/videoN | "
                    "gst:PIPELINE | picamera2:N")
     r.add_argument("--state-dir", metavar="DIR")
-    r.add_argument("--preview", choices=["auto", "window", "fbdev", "file", "none"])
+    r.add_argument("--preview", choices=["auto", "window", "kms", "fbdev", "file", "none"])
     r.add_argument("--model", metavar="PATH")
     r.set_defaults(func=cmd_run)
 

@@ -67,10 +67,12 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
         "profile": (str, "", None),
     },
     "preview": {
-        "sink": (str, "auto", _one_of("auto", "window", "fbdev", "file", "none")),
+        "sink": (str, "auto", _one_of("auto", "window", "kms", "fbdev", "file", "none")),
         "show": (str, "enhanced", _one_of("enhanced", "raw", "split")),
         "max_fps": ((int, float), 10, _range(0.1, 120)),
         "fb_device": (str, "/dev/fb0", None),
+        "drm_device": (str, "", None),
+        "keys": (str, "auto", _one_of("auto", "evdev", "none")),
         "width": (int, 960, _range(64, 8192)),
     },
     "capture": {
@@ -139,6 +141,14 @@ def load(path: str | os.PathLike | None = None, overrides: dict | None = None) -
         cfg = merge(cfg, {s: {k: v for k, v in t.items() if v is not None} for s, t in overrides.items()},
                     "command line")
     return cfg
+
+
+INSTALLED = Path("/etc/phonescope/phonescope.toml")     # written by deploy/install.sh
+
+
+def installed() -> Path | None:
+    """The installed kiosk's config, which the clients (capture, status, doctor) read by default."""
+    return INSTALLED if INSTALLED.is_file() else None
 
 
 def state_dir(cfg: dict) -> Path:

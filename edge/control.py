@@ -52,17 +52,29 @@ def check_request(msg) -> None:
         raise BadRequest(f"bad request: unknown key(s) {', '.join(sorted(map(str, extra)))[:80]}")
 
 
+RUN_DIR = Path("/run/phonescope")                          # the unit's RuntimeDirectory=phonescope
+
+
 def socket_path(state_dir: str | os.PathLike) -> Path:
-    return Path(state_dir) / SOCKET_NAME
+    """Where the daemon binds: systemd's $RUNTIME_DIRECTORY (/run/phonescope, which operators in the
+    phonescope group can reach) under the service, else its state folder (`make run`)."""
+    run_dir = os.environ.get("RUNTIME_DIRECTORY")
+    return (Path(run_dir.split(":")[0]) if run_dir else Path(state_dir)) / SOCKET_NAME
 
 
-def default_state_dir() -> Path:
-    return config.state_dir(config.load())
+def client_socket(state_dir: str | os.PathLike | None) -> tuple[Path, str]:
+    """(socket, where it was looked for) for a client: --state-dir if given; else an installed
+    kiosk's /run/phonescope; else the state folder of the installed or embedded configuration."""
+    if state_dir:
+        return Path(state_dir) / SOCKET_NAME, str(state_dir)
+    if (RUN_DIR / SOCKET_NAME).exists():
+        return RUN_DIR / SOCKET_NAME, str(RUN_DIR)
+    state = config.state_dir(config.load(config.installed()))
+    return state / SOCKET_NAME, str(state)
 
 
 def request(state_dir: str | os.PathLike | None, msg: dict, timeout: float = 180.0) -> dict:
-    state = Path(state_dir) if state_dir else default_state_dir()
-    path = socket_path(state)
+    path, state = client_socket(state_dir)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -72,7 +84,8 @@ def request(state_dir: str | os.PathLike | None, msg: dict, timeout: float = 180
     except ConnectionRefusedError:
         raise UserError(f"no phonescope daemon running on {state} (stale {path.name})") from None
     except PermissionError:
-        raise UserError(f"permission denied on {path}: run as the phonescope user or group") from None
+        raise UserError(f"permission denied on {path}: only root and the phonescope group may ask the daemon "
+                        f"(sudo usermod -aG phonescope $USER, then log in again)") from None
     try:
         try:
             s.sendall(json.dumps(msg).encode() + b"\n")

@@ -51,9 +51,10 @@ def reply(conn: socket.socket, obj: dict) -> None:
 
 class ControlServer:
     def __init__(self, path: Path, status: Callable[[], dict],
-                 capture: Callable[[str | None, str], CaptureRequest], stopping: threading.Event):
-        self.path, self.status, self.capture, self.stopping = path, status, capture, stopping
+                 capture: Callable[[str | None, str], CaptureRequest]):
+        self.path, self.status, self.capture = path, status, capture
         self.clients = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.closed = False
         self.sock = self._bind()
 
     def _bind(self) -> socket.socket:
@@ -72,7 +73,8 @@ class ControlServer:
         return s
 
     def run(self) -> None:
-        while not self.stopping.is_set():
+        """Until close(): while the daemon stops, clients still get an answer (captures: "stopping")."""
+        while not self.closed:
             try:
                 conn, _ = self.sock.accept()
             except (socket.timeout, OSError):
@@ -85,11 +87,22 @@ class ControlServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True, name="control-client").start()
 
     def close(self) -> None:
+        """No new clients (the name goes first), then an answer for each already queued in the backlog:
+        closing a listening socket would reset them, and `capture` would not know what happened."""
+        self.closed = True
         try:
-            self.sock.close()
             self.path.unlink(missing_ok=True)
-        except OSError:
+            self.sock.setblocking(False)
+            while True:
+                conn, _ = self.sock.accept()
+                with conn:
+                    conn.settimeout(1.0)
+                    reply(conn, {"ok": False, "error": "the daemon is stopping: nothing was taken, try again "
+                                                       "once it is back"})
+        except OSError:     # BlockingIOError: the backlog is empty
             pass
+        finally:
+            self.sock.close()
 
     def _serve(self, conn: socket.socket) -> None:
         try:

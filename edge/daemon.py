@@ -7,7 +7,8 @@ Threads and bounded queues (DESIGN.md, "Data flow in the daemon"):
 - preview (edge.preview): the picture on the screen and the operator's keys;
 - control (edge.control_server): the socket `phonescope capture` and `status` talk to.
 The main thread talks to systemd (step()): READY after the first enhanced
-frame, STATUS, WATCHDOG=1 only while inference makes progress and frames
+frame (or, with no camera, once it is known lost: the engine passed its
+self-test before any thread started), STATUS, WATCHDOG=1 only while inference makes progress and frames
 flow (or the camera is known lost), STOPPING on SIGTERM, then the pending
 captures are finished and it exits 0 within 5 s. Parts are assembled by
 edge.wiring; time for these rules comes from its injected clock.
@@ -76,10 +77,14 @@ class Daemon:
         """One turn of the systemd loop: READY, the camera's and the engine's health, WATCHDOG=1,
         STATUS=, the free-space check and interval captures."""
         now = self.clock()
-        if not self.ready and self.inference.first_frame.is_set():
+        if not self.ready and (self.inference.first_frame.is_set() or self.supervisor.error):
+            # the engine passed its self-test in build(); a camera missing at boot must not hold READY
+            # back, or systemd's start timeout would kill and restart the service in a loop
             self.ready = True
-            self.notifier.ready(f"running: {self.board.backend}")
-            log.info("ready: first enhanced frame through the pipeline")
+            self.notifier.ready(f"running: {self.board.backend}" if self.inference.first_frame.is_set()
+                                else f"running without a camera: {self.supervisor.error}")
+            log.info("ready: %s", "first enhanced frame through the pipeline" if self.inference.first_frame.is_set()
+                     else "no camera yet, waiting for it")
         self.reader.watch()
         stuck = now - self.inference.alive_t
         if self.ready:

@@ -16,9 +16,10 @@ from edge import config
 
 
 def _check_config(args, out):
+    path = args.config or config.installed()   # on an installed kiosk, what the service runs with
     try:
-        cfg = config.load(args.config, {"camera": {"source": args.source}, "storage": {"state_dir": args.state_dir}})
-        out("OK", "config", args.config or "embedded defaults")
+        cfg = config.load(path, {"camera": {"source": args.source}, "storage": {"state_dir": args.state_dir}})
+        out("OK", "config", str(path or "embedded defaults"))
         return cfg
     except config.ConfigError as e:
         out("FAIL", "config", f"{e} -> fix the file, then: systemctl restart phonescope")

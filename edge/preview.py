@@ -70,8 +70,9 @@ class PreviewLoop:
 
     def __init__(self, sink: Sink, slot: PreviewSlot, cfg_preview: dict, status_lines: Callable[[], list[str]],
                  warning_line: Callable[[], str | None], submit: Callable[[str | None, str], object],
-                 notices: Notices, stopping: threading.Event):
-        self.sink, self.slot, self.cfg = sink, slot, cfg_preview
+                 notices: Notices, stopping: threading.Event, keys=None):
+        """keys: the operator's keyboards outside the sink (edge.keys.EvdevKeys on a kiosk without X), or None."""
+        self.sink, self.slot, self.cfg, self.keys = sink, slot, cfg_preview, keys
         self.status_lines, self.warning_line, self.submit = status_lines, warning_line, submit
         self.notices, self.stopping = notices, stopping
         self.shown = 0          # pictures the sink took: `status` shows whether the screen is being updated
@@ -98,6 +99,8 @@ class PreviewLoop:
                     log.info("preview %s works again", self.sink.kind)
                     self.notices.clear("preview")
                 last_error = None
+            if self.keys is not None:
+                events = events + self.keys.poll()
             for ev in events:
                 if ev == "capture":
                     try:
@@ -106,3 +109,5 @@ class PreviewLoop:
                         self.notices.set("busy", str(e))
             self.stopping.wait(max(0.0, period - (time.monotonic() - t0)))
         self.sink.close()
+        if self.keys is not None:
+            self.keys.close()

@@ -44,7 +44,8 @@ class StatusBoard:
                 "captures": self.writer.captures_done,
                 "pending_captures": self.captures.qsize() + self.writer.qsize(),
                 "last_capture": self.writer.last_capture, "free_mb": round(self.storage.free_mb(), 1),
-                "preview": {"sink": self.preview.sink.kind, "shown": self.preview.shown} if self.preview else None,
+                "preview": {"sink": self.preview.sink.kind, "why": self.preview.sink.why,
+                            "shown": self.preview.shown} if self.preview else None,
                 "warnings": self.notices.messages()}
 
     def lines(self) -> list[str]:

@@ -40,7 +40,8 @@ from edge.notices import Notices
 from edge.preview import PreviewLoop, PreviewSlot
 from edge.profile import Profile, ProfileError, load
 from edge.service import Notifier, setup_logging
-from edge.sinks import NoneSink, Sink
+from edge.sinks import Sink
+from edge.sinks.auto import open_preview
 from edge.stages import Postprocess, Preprocess
 from edge.status import StatusBoard
 from edge.storage import Storage
@@ -63,21 +64,21 @@ def open_source(cfg: dict) -> sources.Source:
 
 
 def open_sink(cfg: dict, state: Path) -> Sink:
-    """auto: a window if $DISPLAY is set, else the preview file."""
-    p = cfg["preview"]
-    kind = p["sink"]
-    if kind == "auto":
-        kind = "window" if os.environ.get("DISPLAY") else "file"
-    if kind == "window":
-        from edge.sinks.window import WindowSink
-        return WindowSink()
-    if kind == "fbdev":
-        from edge.sinks.fbdev import FbdevSink
-        return FbdevSink(p["fb_device"])
-    if kind == "file":
-        from edge.sinks.file import FileSink
-        return FileSink(state / "preview.jpg")
-    return NoneSink()
+    """The configured preview, falling back window -> kms -> fbdev -> file (edge.sinks.auto)."""
+    return open_preview(cfg["preview"], state)
+
+
+def open_keys(cfg: dict, sink: Sink):
+    """The operator's keyboards through evdev, where no window receives the keys (a kiosk without X)."""
+    want = cfg["preview"]["keys"]
+    if want == "none" or (want == "auto" and sink.kind in ("window", "none")):
+        return None
+    from edge.keys import EvdevKeys
+
+    keys = EvdevKeys()
+    if keys.problem:
+        log.warning("capture key: %s", keys.problem)
+    return keys
 
 
 def load_profile(cfg: dict, card: ModelCard) -> Profile | None:
@@ -99,6 +100,7 @@ class Twins:
     open_model: Callable[[dict], tuple[Engine, ModelCard, str]] | None = None
     open_source: Callable[[dict], sources.Source] | None = None
     open_sink: Callable[[dict, Path], Sink] | None = None
+    open_keys: Callable[[dict, Sink], object] | None = None
     notifier: Notifier | None = None
     clock: Callable[[], float] = time.monotonic
 
@@ -141,6 +143,9 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     except (OSError, cv2.error) as e:
         raise UserError(f"preview {cfg['preview']['sink']}: {str(e).strip().splitlines()[-1]}", EX_CONFIG) from None
     undo.callback(sink.close)
+    keys = (twins.open_keys or open_keys)(cfg, sink)
+    if keys is not None:
+        undo.callback(keys.close)
 
     clock, notices, stopping = twins.clock, Notices(), threading.Event()
     supervisor = CameraSupervisor(cam["source"], cam["fps"], clock)
@@ -161,8 +166,8 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     board = StatusBoard(supervisor, inference, captures, writer, storage, notices, (card.name, card.version),
                         engine.name, stopping)
     preview = board.preview = PreviewLoop(sink, slot, cfg["preview"], board.lines, board.warning, captures.submit,
-                                          notices, stopping)
-    control = ControlServer(socket_path(state), board.status, captures.submit, stopping)
+                                          notices, stopping, keys)
+    control = ControlServer(socket_path(state), board.status, captures.submit)
     undo.callback(control.close)
     return Daemon(lock=lock, storage=storage, supervisor=supervisor, reader=reader, inference=inference,
                   captures=captures, writer=writer, preview=preview, control=control, board=board,

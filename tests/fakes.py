@@ -76,12 +76,14 @@ class GatedCamera:
         self.size = (width, height)
         self.gate = threading.Semaphore(0)
         self.seq = 0
-        self.failing = self.ended = False
+        self.failing = self.ended = self.missing = False   # missing: open() fails (not plugged in at boot)
         self.opened = 0
         self.lock = threading.Lock()
 
     def open(self) -> "GatedSource":
         self.opened += 1
+        if self.missing:
+            raise SourceError("gated: no such camera")
         return GatedSource(self)
 
     def release(self, n: int = 1) -> None:
@@ -148,8 +150,9 @@ class RecordingNotifier(Notifier):
 
 def build_daemon(state: Path, source: GatedCamera | None = None, engine: FakeEngine | None = None,
                  clock: FakeClock | None = None, notifier: RecordingNotifier | None = None,
-                 sink: Sink | None = None, **settings):
-    """A real daemon (not started) around fakes; settings: {"section.key": value} config overrides."""
+                 sink: Sink | None = None, keys=None, **settings):
+    """A real daemon (not started) around fakes; keys: the operator's keyboard (an object with poll() and
+    close()), none by default; settings: {"section.key": value} config overrides."""
     cfg = config.defaults()
     for key, value in {"camera.source": "gated", "camera.fps": 30, "preview.sink": "none",
                        "storage.min_free_mb": 0, **settings}.items():
@@ -158,5 +161,6 @@ def build_daemon(state: Path, source: GatedCamera | None = None, engine: FakeEng
     camera = source or GatedCamera()
     twins = wiring.Twins(open_model=lambda cfg: (engine or FakeEngine(), CARD, "fake engine for tests"),
                          open_source=lambda cfg: camera.open(), open_sink=lambda cfg, st: sink or RecordingSink(),
+                         open_keys=lambda cfg, s: keys,
                          notifier=notifier or RecordingNotifier(), clock=clock or FakeClock())
     return wiring.build(cfg, state, twins)

@@ -8,6 +8,7 @@ import numpy as np
 
 class Sink(ABC):
     kind: str = "sink"
+    why: str = ""          # which sink was asked for and why this one was opened (edge.sinks.auto)
 
     @abstractmethod
     def show(self, rgb: np.ndarray) -> list[str]:

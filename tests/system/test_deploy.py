@@ -56,11 +56,11 @@ def test_device_rules_name_devices_not_folders():
     folders = {"/dev/dri", "/dev/nvgpu", "/dev/nvgpu/igpu0", "/dev/dma_heap", "/dev/v4l", "/dev/snd"}
     assert not folders & set(rules), folders & set(rules)
     assert all(r.startswith(("char-", "block-")) or r.startswith("/dev/") for r in rules), rules
-    for group in ("char-drm", "char-video4linux", "char-media", "char-dma_heap", "char-nvidia*"):
+    for group in ("char-drm", "char-video4linux", "char-media", "char-dma_heap", "char-nvidia*", "char-input"):
         assert group in rules, group
     text = UNIT.read_text()
-    assert "SupplementaryGroups=video render" in text and "BindPaths=-/tmp/argus_socket" in text
-    assert "usermod -aG video,render phonescope" in (ROOT / "deploy" / "install.sh").read_text()
+    assert "SupplementaryGroups=video render input" in text and "BindPaths=-/tmp/argus_socket" in text
+    assert "usermod -aG video,render,input phonescope" in (ROOT / "deploy" / "install.sh").read_text()
 
 
 def test_udev_rule_names_no_camera_two_cameras_could_share():

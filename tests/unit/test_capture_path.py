@@ -160,10 +160,45 @@ def test_the_capture_key_in_the_preview(state):
         assert wait_until(lambda: d.writer.captures_done == 1, 10)
         meta = json.loads(next((state / "captures").rglob("*.json")).read_text())
         assert meta["origin"] == "key" and sink.shown > 0
-        assert d.status()["preview"] == {"sink": "recording", "shown": d.preview.shown} and d.preview.shown > 0
+        assert d.status()["preview"] == {"sink": "recording", "why": "", "shown": d.preview.shown}
     finally:
         src.end()
         d.shutdown()
+
+
+class QueuedKeys:
+    """The operator's keyboard outside the sink (evdev on a kiosk without X): events handed out once."""
+
+    def __init__(self):
+        self.events: list[str] = []
+        self.closed = False
+
+    def poll(self) -> list[str]:
+        events, self.events = self.events, []
+        return events
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_capture_key_from_a_keyboard_without_a_window(state):
+    src, keys = GatedCamera(), QueuedKeys()
+    d = build_daemon(state, source=src, keys=keys)
+    d.start()
+    try:
+        src.release()
+        assert d.inference.first_frame.wait(10)
+        keys.events.append("capture")
+        assert wait_until(lambda: not keys.events and d.captures.qsize() + d.writer.qsize() > 0
+                          or d.writer.captures_done, 5), "the preview thread took the key"
+        src.release()
+        assert wait_until(lambda: d.writer.captures_done == 1, 10)
+        meta = json.loads(next((state / "captures").rglob("*.json")).read_text())
+        assert meta["origin"] == "key"
+    finally:
+        src.end()
+        d.shutdown()
+    assert keys.closed, "the preview thread closes the keyboards with its sink"
 
 
 def test_shutdown_finishes_a_capture_in_progress(live, state):

@@ -24,8 +24,9 @@ def parts():
     d = Path(tempfile.mkdtemp(prefix="ps-unit-"))
     made = []
 
-    def make(**settings):
+    def make(camera_missing=False, **settings):
         src, engine, clock, notifier = GatedCamera(), FakeEngine(), FakeClock(), RecordingNotifier(WATCHDOG_S)
+        src.missing = camera_missing
         daemon = build_daemon(d / "state", source=src, engine=engine, clock=clock, notifier=notifier, **settings)
         daemon.start()
         made.append((daemon, src))
@@ -54,6 +55,25 @@ def test_ready_only_after_the_first_enhanced_frame(parts):
     assert notifier.count("READY=1") == 1
     assert notifier.sent[notifier.sent.index("READY=1") + 1] == "STATUS=running: fake"
     assert notifier.count("WATCHDOG=1") == 2 and d.status()["state"] == "running"
+
+
+def test_ready_without_a_camera_at_boot_then_the_camera_comes(parts):
+    """The engine passed its self-test before the threads started: a camera missing at boot must not hold
+    READY back (systemd's start timeout would restart the service in a loop); it is picked up when it comes."""
+    d, src, _, clock, notifier = parts(camera_missing=True)   # missing from the very first open()
+    assert wait_until(lambda: d.supervisor.error is not None, 5), "the first open failed"
+    d.step()
+    assert notifier.count("READY=1") == 1 and "STATUS=running without a camera: gated: no such camera" in notifier.sent
+    assert notifier.count("WATCHDOG=1") == 1, "alive, waiting for its camera"
+    assert d.status()["camera"]["ok"] is False and d.status()["state"] == "starting"
+    src.missing = False
+    opened = src.opened
+    clock.advance(10)                        # past the reopen backoff
+    assert wait_until(lambda: src.opened > opened, 5), "the reader tries again by itself"
+    first_frame(d, src)
+    d.step()
+    assert d.status()["state"] == "running" and d.status()["camera"]["ok"] is True
+    assert notifier.count("READY=1") == 1, "READY is said once"
 
 
 def test_a_hung_engine_stops_the_watchdog_and_says_so(parts):

@@ -58,3 +58,58 @@ def test_file_sink_replaces_atomically(tmp_path):
     img = cv2.imread(str(tmp_path / "preview.jpg"))
     assert img.shape == (40, 60, 3) and abs(img.mean() - 200) < 2
     assert [p.name for p in tmp_path.iterdir()] == ["preview.jpg"]
+
+
+# -- which sink a kiosk gets (edge.sinks.auto) ----------------------------------------------------------
+
+@pytest.fixture
+def caplog(caplog):
+    """The daemon's logger, even after setup_logging() (which stops it propagating to the root) or a library's
+    logging.config call (which disables loggers that existed before it) ran in this process."""
+    import logging
+
+    logger = logging.getLogger("phonescope")
+    old = logger.propagate, logger.level, logger.disabled
+    logger.propagate, logger.disabled = True, False
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.propagate, logger.level, logger.disabled = old
+
+
+def preview_cfg(**over):
+    from edge import config
+
+    return {**config.defaults()["preview"], **over}
+
+
+def test_an_unreachable_display_falls_back_with_one_warning(tmp_path, monkeypatch, caplog):
+    """A set but dead $DISPLAY used to abort the daemon inside Qt (exit 134): now it is a fallback."""
+    from edge.sinks.auto import open_preview
+
+    monkeypatch.setenv("DISPLAY", ":97")          # no X server there
+    sink = open_preview(preview_cfg(sink="auto", drm_device=str(tmp_path / "card9"),
+                                    fb_device=str(tmp_path / "fb9")), tmp_path)
+    assert sink.kind == "file" and (tmp_path / "preview.jpg") == sink.path
+    assert "does not answer" in sink.why and sink.why.startswith("auto: file")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "preview window unavailable" in warnings[0], warnings
+
+
+def test_auto_without_a_display_is_quiet(tmp_path, monkeypatch, caplog):
+    from edge.sinks.auto import open_preview
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    sink = open_preview(preview_cfg(sink="auto", drm_device=str(tmp_path / "card9"),
+                                    fb_device=str(tmp_path / "fb9")), tmp_path)
+    assert sink.kind == "file" and "$DISPLAY is not set" in sink.why
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], "no display is the normal headless case"
+
+
+def test_a_configured_sink_that_cannot_open_falls_back(tmp_path, caplog):
+    from edge.sinks.auto import open_preview
+
+    sink = open_preview(preview_cfg(sink="fbdev", fb_device=str(tmp_path / "fb9")), tmp_path)
+    assert sink.kind == "file" and "fbdev: no framebuffer" in sink.why
+    assert any("preview fbdev unavailable" in r.getMessage() for r in caplog.records)
+    dev, sysfs = fake_fb(tmp_path, 32, 16, 32, 128)
+    assert open_preview(preview_cfg(sink="none"), tmp_path).kind == "none"
