@@ -8,7 +8,7 @@ MINUTES ?= 50
 # On a Jetson (L4T), JetPack's TensorRT and GStreamer-enabled OpenCV are system packages: the venv sees them.
 VENV_FLAGS ?= $(if $(wildcard /etc/nv_tegra_release),--system-site-packages)
 
-.PHONY: setup run test test-unit test-system bench engine train install clean
+.PHONY: setup run test test-unit test-system bench engine train install clean rehearse
 
 setup: $(STAMP)
 
@@ -73,6 +73,15 @@ SOAK_ARGS ?=
 soak: setup
 	@mkdir -p .bench
 	$(PY) -m edge.measure.soak --minutes $(SOAK_MINUTES) --json .bench/soak.json $(SOAK_ARGS)
+
+# The appliance rehearsed (root; minutes): a Debian kiosk image (debootstrap, cached in .rehearse/cache until
+# its recipe changes) booted under qemu with real systemd; phonescope installed from wheels by deploy/install.sh;
+# scenarios install, capture_cli, hdmi_preview, sigterm, watchdog, no_camera_at_boot, reboot, upgrade and
+# POWER_CUTS hard power cuts. Report: .rehearse/report.json. Exit 1 if a scenario failed.
+POWER_CUTS ?= 20
+rehearse: setup
+	bash deploy/dev-deps.sh --rehearse
+	$(PY) -m tests.rehearse --power-cuts $(POWER_CUTS)
 
 # Retrain the shipped default model from the shared real images (MINUTES of CPU time).
 train: setup

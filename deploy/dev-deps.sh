@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Debian packages that building and testing phonescope need: libsystemd-dev +
 # pkg-config (systemd-python builds against them) and Xvfb (the preview
-# window test). Installs what is missing when run as root; otherwise says
+# window test). With --rehearse, also what `make rehearse` needs: debootstrap,
+# qemu and e2fsprogs. Installs what is missing when run as root; otherwise says
 # what to install.
 set -euo pipefail
 need=()
+if [ "${1:-}" = "--rehearse" ]; then
+    command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+    command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+    command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+    command -v mke2fs >/dev/null 2>&1 || [ -x /usr/sbin/mke2fs ] || need+=(e2fsprogs)
+fi
+[ -f /usr/include/linux/input.h ] || need+=(linux-libc-dev)   # python-evdev builds against it
 pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev pkg-config)
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)

@@ -15,7 +15,7 @@ import sys
 from importlib.metadata import entry_points
 from typing import Callable
 
-from edge.engines import BACKENDS
+from edge.backends import BACKENDS
 from edge.errors import OneLineParser, UserError, positive_int
 
 COMMAND_GROUP = "phonescope.commands"
@@ -107,11 +107,15 @@ def add_kiosk_commands(sub) -> None:
     b.set_defaults(func=cmd_bench)
 
 
-def build_parser() -> argparse.ArgumentParser:
+KIOSK_COMMANDS = ("run", "capture", "status", "doctor", "enhance", "bench")
+
+
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
+    """plugins: also the calibration and model commands (their imports cost seconds on a kiosk's CPU)."""
     p = OneLineParser(prog="phonescope", description="Deep-learning enhanced phone-optics microscope")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_kiosk_commands(sub)
-    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name) if plugins else ():
         try:
             ep.load()(sub)
         except ImportError as e:  # a broken install of one part must not take the kiosk's commands down
@@ -138,7 +142,9 @@ def guarded(command: str, fn: Callable[[], int]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(plugins=command not in KIOSK_COMMANDS).parse_args(argv)
     return guarded(args.command, lambda: args.func(args))
 
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from edge.engines import BACKENDS
+from edge.backends import BACKENDS
 from edge.errors import EX_CONFIG, UserError
 
 try:

@@ -63,13 +63,13 @@ def socket_path(state_dir: str | os.PathLike) -> Path:
 
 
 def client_socket(state_dir: str | os.PathLike | None) -> tuple[Path, str]:
-    """(socket, where it was looked for) for a client: --state-dir if given; else an installed
-    kiosk's /run/phonescope; else the state folder of the installed or embedded configuration."""
+    """(socket, where it was looked for) for a client: --state-dir if given; else, on an installed
+    kiosk (or wherever the service runs), the service's /run/phonescope; else the demo's state folder."""
     if state_dir:
         return Path(state_dir) / SOCKET_NAME, str(state_dir)
-    if (RUN_DIR / SOCKET_NAME).exists():
-        return RUN_DIR / SOCKET_NAME, str(RUN_DIR)
-    state = config.state_dir(config.load(config.installed()))
+    if (RUN_DIR / SOCKET_NAME).exists() or config.installed():
+        return RUN_DIR / SOCKET_NAME, "this kiosk's service"
+    state = config.state_dir(config.load())
     return state / SOCKET_NAME, str(state)
 
 
@@ -80,7 +80,8 @@ def request(state_dir: str | os.PathLike | None, msg: dict, timeout: float = 180
     try:
         s.connect(str(path))
     except FileNotFoundError:
-        raise UserError(f"no phonescope daemon running on {state} (no {path.name})") from None
+        hint = " -> systemctl status phonescope" if path.parent == RUN_DIR else ""
+        raise UserError(f"no phonescope daemon running ({state}: no {path}){hint}") from None
     except ConnectionRefusedError:
         raise UserError(f"no phonescope daemon running on {state} (stale {path.name})") from None
     except PermissionError:

@@ -109,6 +109,7 @@ class Storage:
         self.captures = self.root / "captures"
         self.min_free_mb = float(min_free_mb)
         self.captures.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        os.chmod(self.captures, DIR_MODE)   # mkdir's mode passes through the umask (the unit's UMask=0077)
         db_path = self.root / "catalog.sqlite"
         # create it 0640 before SQLite does: its -wal and -shm files copy the database file's mode
         os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))
@@ -204,6 +205,7 @@ class Storage:
             p = p.parent
         for d in reversed(missing):
             d.mkdir(mode=DIR_MODE)
+            os.chmod(d, DIR_MODE)           # the phonescope group (operators) may read captures: not the umask's 0700
             fsync_dir(d.parent)
 
     def _insert(self, seq: int, meta: dict, image: Path, raw: Path | None, sidecar: Path) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge.backends import BACKENDS
 from edge.engines import meta
 from edge.engines.base import Engine, EngineError, InputSpec
 from edge.modelcard import sha256_file
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 
 
 def _open_onnxruntime(model_path, alignment, threads) -> Engine:

@@ -34,12 +34,13 @@ def test_clients_find_an_installed_kiosk_without_flags(short_tmp, monkeypatch):
     monkeypatch.setattr(config, "INSTALLED", etc)
     monkeypatch.chdir(short_tmp)
     assert control.client_socket(None) == (Path("var") / "control.sock", "var"), "the demo's ./var"
-    etc.parent.mkdir()
-    etc.write_text(f'[storage]\nstate_dir = "{short_tmp / "lib"}"\n')
-    assert control.client_socket(None)[0] == short_tmp / "lib" / "control.sock", "the installed config's"
     run_dir.mkdir()
     (run_dir / "control.sock").touch()
     assert control.client_socket(None)[0] == run_dir / "control.sock", "the running service's"
+    (run_dir / "control.sock").unlink()
+    etc.parent.mkdir()
+    etc.write_text(f'[storage]\nstate_dir = "{short_tmp / "lib"}"\n')
+    assert control.client_socket(None)[0] == run_dir / "control.sock", "installed, stopped: still the service's"
     assert control.client_socket(short_tmp / "x")[0] == short_tmp / "x" / "control.sock", "--state-dir wins"
 
 

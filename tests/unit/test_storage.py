@@ -83,6 +83,20 @@ def test_files_catalogue_and_folders_are_not_world_readable(tmp_path):
     assert len(list((tmp_path / "state").glob("catalog.sqlite-wal"))) == 1
 
 
+def test_the_service_group_can_read_captures_under_the_units_umask(tmp_path):
+    """UMask=0077 in the unit: operators in the phonescope group must still reach the captures (0750/0640)."""
+    old = os.umask(0o077)
+    try:
+        st = Storage(tmp_path / "state", min_free_mb=0)
+        s = st.store(b"IMG", ".png", {}, raw_jpeg=b"RAW", sample_id="p1", now=1_700_000_000)
+    finally:
+        os.umask(old)
+    for d in (s.image.parent, s.image.parent.parent, tmp_path / "state" / "captures"):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o750, (d, oct(os.stat(d).st_mode))
+    for p in (s.image, s.raw, s.sidecar):
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o640, p
+
+
 PAGE = 4096
 ROOM = {"nothing": 0, "raw": 15 * PAGE, "raw+image": (15 + 74) * PAGE, "files, not the catalogue": (15 + 74 + 1) * PAGE}
 

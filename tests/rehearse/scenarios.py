@@ -1,0 +1,290 @@
+"""The rehearsal's scenarios: each asserts what a kiosk must do and returns its figures.
+
+They run in order on one VM (install first); each leaves the service running for the next.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from tests.rehearse.vm import VM, GuestError
+
+PAYLOAD = "/media/payload"
+STATE = "/var/lib/phonescope"
+REPLAY = "/srv/phonescope/replay"
+START_S = 600          # the unit's TimeoutStartSec: the longest a start may take
+
+
+def prop(vm: VM, name: str) -> str:
+    return vm.sh(f"systemctl show -p {name} --value phonescope", timeout=30).check(name).strip()
+
+
+def wait_active(vm: VM, timeout: float = START_S) -> float:
+    """Seconds until the service is active: with Type=notify that is after READY=1."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        state = prop(vm, "ActiveState")
+        if state == "active":
+            return round(time.monotonic() - t0, 1)
+        time.sleep(2)
+    raise AssertionError(f"phonescope not active within {timeout:.0f} s (ActiveState={state}): "
+                         + vm.sh("journalctl -b -u phonescope -n 15 --no-pager -o cat").out[-1500:])
+
+
+def status(vm: VM, user: str = "root") -> dict:
+    return json.loads(vm.as_user(user, "phonescope status", timeout=120).check("phonescope status"))
+
+
+def wait_for(pred, timeout: float, what: str, every: float = 2.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def check_captures(vm: VM, acked: list[str]) -> dict:
+    r = vm.sh(f"python3 {PAYLOAD}/guest_check.py {STATE} " + " ".join(acked), timeout=300)
+    return json.loads(r.check("guest_check"))
+
+
+def journal_has(vm: VM, pattern: str) -> list[str]:
+    out = vm.sh("journalctl -b --no-pager -o cat", timeout=120).out
+    return [ln for ln in out.splitlines() if re.search(pattern, ln)]
+
+
+# -- scenarios ---------------------------------------------------------------------------------------------
+
+def install(vm: VM, ctx: dict) -> dict:
+    vm.sh(f"mountpoint -q {PAYLOAD} || mount {PAYLOAD}").check("the payload disk (fstab)")
+    vm.sh(f"mkdir -p /srv/phonescope && cp -r {PAYLOAD}/replay {REPLAY} && install -d -m 0755 /etc/phonescope && "
+          f"cp {PAYLOAD}/phonescope.toml /etc/phonescope/ && cp {PAYLOAD}/model-1/rehearsal.onnx "
+          f"{PAYLOAD}/model-1/rehearsal.json /etc/phonescope/").check("the kiosk's config")
+    t0 = time.monotonic()
+    vm.sh(f"bash {PAYLOAD}/src/deploy/install.sh --wheels {PAYLOAD}/wheels", timeout=3600).check("install.sh")
+    install_s = round(time.monotonic() - t0, 1)
+    ready_s = wait_active(vm)
+    text = prop(vm, "StatusText")
+    assert prop(vm, "UnitFileState") == "enabled"
+    v = vm.sh("systemd-analyze verify /etc/systemd/system/phonescope.service 2>&1")
+    assert v.rc == 0 and not v.out.strip(), f"systemd-analyze verify: {v.out}"
+    sec = vm.sh("systemd-analyze security phonescope.service --no-pager 2>&1").check("systemd-analyze security")
+    exposure = float(re.search(r"Overall exposure level for phonescope.service:\s*([\d.]+)", sec).group(1))
+    unit_warnings = journal_has(vm, r"phonescope\.service:\d+:")
+    assert not unit_warnings, f"systemd warns about the unit: {unit_warnings}"
+    entries = [json.loads(ln) for ln in vm.sh("journalctl -u phonescope -o json --no-pager -n 200").out.splitlines()
+               if ln.startswith("{")]
+    ours = [e for e in entries if e.get("LOGGER") == "phonescope"]
+    assert ours and all(k in ours[0] for k in ("CODE_FILE", "CODE_FUNC", "PRIORITY", "THREAD_NAME")), \
+        "log records reach journald with their fields"
+    assert any("ready" in e.get("MESSAGE", "") for e in ours), "the daemon logged its READY"
+    return {"install_s": install_s, "active_after_install_s": ready_s, "status_text": text,
+            "security_exposure": exposure, "journal_fields": sorted(k for k in ours[0] if not k.startswith("_"))}
+
+
+def capture_cli(vm: VM, ctx: dict) -> dict:
+    vm.sh("id technician || useradd -m -G phonescope technician; id visitor || useradd -m visitor").check("users")
+    t0 = time.monotonic()
+    path = vm.as_user("technician", "cd ~ && phonescope capture --sample-id cli-1").check("technician capture").strip()
+    capture_s = round(time.monotonic() - t0, 1)
+    assert path.startswith(f"{STATE}/captures/"), path
+    vm.as_user("technician", f"test -r {path}").check("the technician can read the capture")
+    st = status(vm, "technician")
+    assert st["state"] == "running" and st["captures"] >= 1, st
+    refused = vm.as_user("visitor", "cd ~ && phonescope status")
+    assert refused.rc != 0 and "permission denied" in refused.err, refused
+    refused_capture = vm.as_user("visitor", "cd ~ && phonescope capture")
+    assert refused_capture.rc != 0 and "permission denied" in refused_capture.err
+    ctx.setdefault("acked", []).append(path)
+    return {"capture_s": capture_s, "path": path, "outsider": refused.err.strip()[:200]}
+
+
+def _screen_matches(screen: np.ndarray, frames: list[np.ndarray]) -> tuple[float, bool]:
+    """Best normalised correlation between the picture on screen and a replay frame, and whether a
+    status bar (text on black) is below it."""
+    lit = np.argwhere(screen.max(axis=2) > 16)
+    if len(lit) == 0:
+        return 0.0, False
+    (y0, x0), (y1, x1) = lit.min(0), lit.max(0) + 1
+    w = x1 - x0
+    best = 0.0
+    for f in frames:
+        h = int(round(w * f.shape[0] / f.shape[1]))
+        pic = screen[y0:y0 + h, x0:x1]
+        a = cv2.resize(pic, (64, 48), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+        b = cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+        a, b = a - a.mean(), b - b.mean()
+        best = max(best, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-6)))
+    bar = screen[y0 + h:y1, x0:x1]
+    return best, bar.size > 0 and (bar.max(axis=2) > 150).mean() > 0.005
+
+
+def hdmi_preview(vm: VM, ctx: dict) -> dict:
+    st = status(vm)
+    assert st["preview"]["sink"] == "kms", f"the preview is on {st['preview']}, not the HDMI screen"
+    shown0 = st["preview"]["shown"]
+    first = vm.screen()
+    time.sleep(4)
+    second = vm.screen()
+    ncc, bar = _screen_matches(second, ctx["frames"])
+    assert ncc > 0.8, f"the screen does not show a replay frame (best correlation {ncc:.2f})"
+    assert bar, "no status line under the picture"
+    changed = float(np.abs(first.astype(np.int16) - second).mean())
+    st = status(vm)
+    assert st["preview"]["shown"] > shown0, "the preview is live"
+    before = st["captures"]
+    vm.press("spc")
+    st = wait_for(lambda: (s := status(vm))["captures"] > before and s, 120, "a capture from the keyboard")
+    path = st["last_capture"]["path"]
+    meta = json.loads(vm.sh(f"cat {path.rsplit('.', 1)[0]}.json").check("sidecar"))
+    assert meta["origin"] == "key", meta["origin"]
+    ctx["acked"].append(path)
+    cv2.imwrite(str(vm.work / "screen.png"), second[..., ::-1])
+    return {"screen": list(second.shape[1::-1]), "correlation_with_replay_frame": round(ncc, 3),
+            "status_bar": bool(bar), "mean_change_4s": round(changed, 2), "preview_why": st["preview"]["why"],
+            "key_capture": path}
+
+
+def sigterm(vm: VM, ctx: dict, tries: int = 3) -> dict:
+    outcomes = []
+    for i in range(tries):
+        pid = vm.spawn(f"phonescope capture --sample-id term-{i}")
+        time.sleep(random.uniform(1.0, 6.0))
+        t0 = time.monotonic()
+        vm.sh("systemctl stop phonescope", timeout=60).check("systemctl stop")
+        stop_s = round(time.monotonic() - t0, 1)
+        result = wait_for(lambda: vm.poll(pid), 200, "the capture client's answer", every=1)
+        code, res = prop(vm, "ExecMainStatus"), prop(vm, "Result")
+        assert code == "0" and res == "success", f"stopped with status {code}, result {res}: " + \
+            vm.sh("journalctl -b -u phonescope -n 25 --no-pager -o cat").out[-2500:]
+        if result.rc == 0:
+            ctx["acked"].append(result.out.strip())
+            outcomes.append("saved")
+        else:
+            assert "capture refused" in result.err and "connection" not in result.err, result.err
+            outcomes.append("refused: " + result.err.strip().split(": ", 2)[-1][:80])
+        vm.sh("systemctl start phonescope", timeout=START_S).check("systemctl start")
+    aborts = journal_has(vm, r"terminate called|core dumped|SIGABRT|status=134")
+    assert not aborts, aborts
+    check = check_captures(vm, ctx["acked"])
+    assert not check["lost"] and not check["inconsistent"], check
+    return {"tries": tries, "outcomes": outcomes, "stop_s_max": stop_s, "timeout_stop_s": 10}
+
+
+def watchdog(vm: VM, ctx: dict) -> dict:
+    wd = int(re.fullmatch(r"(\d+)s", prop(vm, "WatchdogUSec")).group(1))
+    restart = prop(vm, "RestartUSec")
+    old = prop(vm, "MainPID")
+    t0 = time.monotonic()
+    vm.sh(f"kill -STOP {old}").check("SIGSTOP")
+    new = wait_for(lambda: (p := prop(vm, "MainPID")) not in (old, "0") and p, 120, "a restarted daemon", every=1)
+    restarted_s = round(time.monotonic() - t0, 1)
+    wait_active(vm)
+    assert restarted_s <= wd + 5 + 10, f"restarted after {restarted_s} s (WatchdogSec {wd} + RestartSec 5)"
+    assert journal_has(vm, r"[Ww]atchdog timeout"), "systemd says it was the watchdog"
+    return {"restarted_after_s": restarted_s, "watchdog_sec": wd, "restart_sec": restart, "old_pid": old,
+            "new_pid": new}
+
+
+def no_camera_at_boot(vm: VM, ctx: dict) -> dict:
+    vm.sh(f"mv {REPLAY} {REPLAY}.away && sync").check("unplug the camera")
+    boot_s = vm.reboot()
+    ready_s = wait_active(vm)
+    st = status(vm)
+    text = prop(vm, "StatusText")
+    assert st["camera"]["ok"] is False, st["camera"]
+    t0 = time.monotonic()
+    vm.sh(f"mv {REPLAY}.away {REPLAY}").check("plug the camera in")
+    wait_for(lambda: status(vm)["camera"]["ok"] and status(vm)["state"] == "running", 180, "the camera resumed")
+    return {"reboot_s": boot_s, "active_s": ready_s, "status_text": text, "camera": st["camera"].get("error"),
+            "resumed_after_s": round(time.monotonic() - t0, 1)}
+
+
+def reboot(vm: VM, ctx: dict) -> dict:
+    before = check_captures(vm, ctx["acked"])
+    boot_s = vm.reboot()
+    ready_s = wait_active(vm)
+    after = check_captures(vm, ctx["acked"])
+    assert after["captures"] == before["captures"] and not after["lost"] and after["integrity"] == "ok", after
+    return {"reboot_s": boot_s, "active_s": ready_s, "captures": after["captures"]}
+
+
+def upgrade(vm: VM, ctx: dict) -> dict:
+    pip = "/opt/phonescope/.venv/bin/pip"
+    old_version = re.search(r"Version: (\S+)", vm.sh(f"{pip} show phonescope").out).group(1)
+    old_pid, conf = prop(vm, "MainPID"), vm.sh("sha256sum /etc/phonescope/phonescope.toml").out.split()[0]
+    before = check_captures(vm, ctx["acked"])
+    old_model = status(vm)["model"]
+    vm.sh(f"cp {PAYLOAD}/model-2/rehearsal.onnx {PAYLOAD}/model-2/rehearsal.json /etc/phonescope/").check("model")
+    t0 = time.monotonic()
+    vm.sh(f"bash {PAYLOAD}/src/deploy/install.sh --wheels {PAYLOAD}/upgrade", timeout=1800).check("install.sh again")
+    install_s = round(time.monotonic() - t0, 1)
+    wait_active(vm)
+    new_version = re.search(r"Version: (\S+)", vm.sh(f"{pip} show phonescope").out).group(1)
+    new_pid = prop(vm, "MainPID")
+    after = check_captures(vm, ctx["acked"])
+    st = status(vm)
+    assert new_version != old_version and new_pid != old_pid, (old_version, new_version, old_pid, new_pid)
+    assert vm.sh("sha256sum /etc/phonescope/phonescope.toml").out.split()[0] == conf, "config kept"
+    assert after["captures"] == before["captures"] and not after["lost"], after
+    assert st["model"] != old_model, "the new model is in use"
+    doctor = vm.sh("phonescope doctor", timeout=600).out
+    engine = next((ln for ln in doctor.splitlines() if "tensorrt" in ln or "engine" in ln), "")
+    return {"install_s": install_s, "versions": [old_version, new_version], "model": [old_model, st["model"]],
+            "captures_kept": after["captures"], "doctor_engine_line": engine.strip()}
+
+
+def power_cut(vm: VM, ctx: dict, cycles: int) -> dict:
+    acked_total, recovered, boot_times = 0, {}, []
+    rng = random.Random(11)
+    for cycle in range(cycles):
+        acked: list[str] = []
+        lock, stop = threading.Lock(), threading.Event()
+
+        def burst(worker: int):
+            i = 0
+            while not stop.is_set():
+                try:
+                    pid = vm.spawn(f"phonescope capture --sample-id pc{cycle}-{worker}-{i}")
+                    while not stop.is_set():
+                        r = vm.poll(pid)
+                        if r is not None:
+                            if r.rc == 0 and not stop.is_set():
+                                with lock:
+                                    acked.append(r.out.strip())
+                            break
+                        time.sleep(0.2)
+                except (OSError, GuestError, ValueError):
+                    return
+                i += 1
+
+        threads = [threading.Thread(target=burst, args=(w,), daemon=True) for w in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(4.0, 25.0))
+        with lock:
+            stop.set()
+            vm.power_cut()
+            cut_acked = list(acked)
+        for t in threads:
+            t.join(10)
+        boot_times.append(vm.start())
+        wait_active(vm)
+        ctx["acked"].extend(cut_acked)
+        acked_total += len(cut_acked)
+        check = check_captures(vm, ctx["acked"])
+        assert not check["lost"], f"cycle {cycle}: acknowledged captures lost: {check['lost']}"
+        assert check["integrity"] == "ok" and not check["inconsistent"] and not check["temporaries"], check
+        for line in journal_has(vm, r"start-up recovery: \{"):
+            for k, v in json.loads(line.split("start-up recovery: ", 1)[1]).items():
+                recovered[k] = recovered.get(k, 0) + v
+    return {"cycles": cycles, "acknowledged": acked_total, "lost": 0, "recovered": recovered,
+            "boot_s_median": float(np.median(boot_times)) if boot_times else None}
