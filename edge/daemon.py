@@ -156,6 +156,10 @@ class Daemon:
         log.info("stopped")
         return 0
 
+    def stuck(self) -> list[str]:
+        """Threads still running after shutdown(): a capture inside the engine takes seconds on a slow CPU."""
+        return [name for name, t in self.threads.items() if t.is_alive() and name != "control"]
+
     def _join(self, name: str, deadline: float) -> None:
         t = self.threads.get(name)
         if t is not None:

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -183,4 +184,16 @@ def run(args, twins: Twins | None = None) -> int:
     cfg = config.load(args.config, overrides)
     if args.preview:
         cfg["preview"]["sink"] = args.preview
-    return build(cfg, config.state_dir(cfg), twins).run()
+    daemon = build(cfg, config.state_dir(cfg), twins)
+    code = daemon.run()
+    stuck = daemon.stuck()
+    if stuck:
+        # The interpreter's teardown would run the engine's C++ destructors under a thread still inside
+        # it: "terminate called without an active exception", SIGABRT, exit 134 instead of 0. Everything
+        # durable is closed by now (storage, catalogue, socket, pending answers), so leave without it.
+        log.warning("exiting while %s is still busy (its result was answered as refused)", ", ".join(stuck))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -6,6 +6,7 @@ real model in ONNX Runtime, real sources, sockets, files, SQLite) runs as in pro
 
 - hang:  the engine's infer() blocks (a stalled GPU or driver);
 - nan:   the engine returns NaN (a broken model or a numeric fault);
+- slow:  each infer() first spends seconds inside ONNX Runtime's own C++ (a capture on a slow CPU);
 - stall: the camera's read() blocks (a camera that stops delivering).
 """
 from __future__ import annotations
@@ -22,9 +23,11 @@ from edge.engines.base import Engine
 
 
 class FaultyEngine(Engine):
-    def __init__(self, inner: Engine, fault: str, flag: Path):
+    def __init__(self, inner: Engine, fault: str, flag: Path, model: str = ""):
         self.inner, self.fault, self.flag = inner, fault, flag
         self.name, self.spec = inner.name, inner.spec
+        if fault == "slow":
+            self.slow = slow_session()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if self.flag.exists():
@@ -33,10 +36,30 @@ class FaultyEngine(Engine):
                     time.sleep(0.05)
             elif self.fault == "nan":
                 return np.full_like(self.inner.infer(batch), np.nan)
+            elif self.fault == "slow":   # one long native call: the thread is inside the engine, not in Python
+                self.slow.run(None, {"x": np.zeros((1, 16, 512, 512), np.float32)})
         return self.inner.infer(batch)
 
     def close(self) -> None:
         self.inner.close()
+
+
+def slow_session(convs: int = 500):
+    """An ONNX Runtime session whose one run() takes seconds (a chain of 3x3 convolutions on a small
+    tensor: compute, not memory), so the daemon's stop grace ends while a thread is inside it."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((16, 16, 3, 3), 1 / 144, np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x" if i == 0 else f"h{i}", "w"], [f"h{i + 1}" if i < convs - 1 else "y"],
+                              pads=[1, 1, 1, 1]) for i in range(convs)]
+    shape = [1, 16, 512, 512]
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 class StallingSource:
@@ -53,10 +76,10 @@ class StallingSource:
 
 
 def twins(fault: str, flag: Path) -> wiring.Twins:
-    if fault in ("hang", "nan"):
+    if fault in ("hang", "nan", "slow"):
         def open_model(cfg):
             engine, card, why = wiring.open_model(cfg)
-            return FaultyEngine(engine, fault, flag), card, why
+            return FaultyEngine(engine, fault, flag, cfg["model"]["path"]), card, why
         return wiring.Twins(open_model=open_model)
     if fault == "stall":
         return wiring.Twins(open_source=lambda cfg: StallingSource(wiring.open_source(cfg), flag))

@@ -10,6 +10,9 @@ import json
 import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ import cv2
 import pytest
 
 from tests.helpers import (
+    ROOT,
     SAMPLES,
     capture,
     check_consistent,
@@ -279,6 +283,30 @@ def test_engine_returning_nan_saves_no_capture_and_recovers(tmp_path, tiny_model
         stop(proc)
     assert proc.returncode == 0
     assert check_consistent(state)["captures"] == 1
+
+
+def test_sigterm_while_the_engine_is_inside_a_capture_exits_0_not_abort(tmp_path, tiny_model):
+    """Found by the kiosk rehearsal (make rehearse): on a slow CPU a capture outlasts the stop grace; the
+    interpreter's teardown then ran ONNX Runtime's destructors under the thread still inside it:
+    "terminate called without an active exception", exit 134 (SIGABRT) instead of 0."""
+    state, flag = tmp_path / "state", tmp_path / "slow"
+    proc = daemon(state, f"replay:{SAMPLES / 'phone'}", tiny_model, "[model]\ntile = 0\n", fault=("slow", flag))
+    try:
+        running(state, proc)
+        flag.touch()
+        client = subprocess.Popen([sys.executable, "-m", "edge.cli", "capture", "--state-dir", str(state)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)                                         # the capture's frame is inside the engine
+    finally:
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=15)
+        stopped_s = time.monotonic() - t0
+        err = proc.stderr.read()
+    out, cerr = client.communicate(timeout=30)
+    assert code == 0 and "terminate called" not in err, (code, err[-1500:])
+    assert stopped_s < 6.0, stopped_s
+    assert client.returncode == 0 or ("capture refused" in cerr and "connection" not in cerr), cerr
 
 
 def test_hung_inference_stops_the_watchdog_pings(tmp_path, tiny_model, notify):
