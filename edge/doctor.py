@@ -98,16 +98,46 @@ def _check_devices(cfg, out):
             out("FAIL", "device", f"{dev} does not exist -> plug the camera in; see `ls /dev/video*`")
         elif not os.access(dev, os.R_OK | os.W_OK):
             out("FAIL", "device", f"no access to {dev} -> add the user to the video group: usermod -aG video USER")
-    if cfg["preview"]["sink"] == "fbdev" and not os.access(cfg["preview"]["fb_device"], os.W_OK):
-        out("FAIL", "preview", f"cannot write {cfg['preview']['fb_device']} -> add the user to the video group")
-    if cfg["preview"]["sink"] == "window" and not os.environ.get("DISPLAY"):
-        out("FAIL", "preview", "window preview but $DISPLAY is not set -> use sink = \"fbdev\" or start X")
+    _check_preview(cfg["preview"], out)
     try:
         groups = {grp.getgrgid(g).gr_name for g in os.getgroups()}
         if "video" not in groups and os.getuid() != 0:
             out("WARN", "permissions", "this user is not in the video group (cameras, framebuffer)")
     except KeyError:
         pass
+
+
+def _check_preview(p: dict, out) -> None:
+    """Which screen the preview would use (edge.sinks.auto's order), without taking it over."""
+    wanted = p["sink"]
+    if wanted in ("none", "file"):
+        out("OK", "preview", f"sink = {wanted}")
+        return
+    display, why = os.environ.get("DISPLAY"), []
+    if wanted in ("auto", "window"):
+        from edge.sinks.window import x11_screen_size
+
+        if display and x11_screen_size():
+            out("OK", "preview", f"window on the X server at DISPLAY={display}")
+            return
+        why.append(f"the X server at DISPLAY={display} does not answer" if display else "no $DISPLAY")
+    if wanted in ("auto", "window", "kms"):
+        from edge.sinks.kms import find_card
+
+        card = p["drm_device"] or find_card()
+        if card:
+            out("OK" if wanted in ("auto", "kms") else "WARN", "preview", f"kms on {card}"
+                + (f" ({'; '.join(why)})" if why else ""))
+            return
+        why.append("no /dev/dri/card* with a connected screen (or no access: the video group)")
+    fb = p["fb_device"]
+    if os.access(fb, os.W_OK):
+        out("OK" if wanted in ("auto", "fbdev") else "WARN", "preview", f"fbdev {fb}" + (f" ({'; '.join(why)})"
+                                                                                       if why else ""))
+        return
+    why.append(f"cannot write {fb}")
+    out("WARN", "preview", f"no screen: the preview goes to the file preview.jpg ({'; '.join(why)}) -> "
+        "connect the HDMI screen, add the service user to the video group, or start X")
 
 
 def _check_gstreamer(cfg, out):

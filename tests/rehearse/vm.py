@@ -135,7 +135,8 @@ class VM:
                 return round(time.monotonic() - t0, 1)
             except (OSError, GuestError, ValueError):
                 time.sleep(1)
-        raise GuestError(f"the guest did not come up within {boot_timeout:.0f} s: see {self.work}/serial-{self.boots}.log")
+        raise GuestError(f"the guest did not come up within {boot_timeout:.0f} s: "
+                         f"see {self.work}/serial-{self.boots}.log")
 
     def power_cut(self) -> None:
         """Pull the plug: qemu is killed, the guest gets no shutdown and loses what it had not written out."""
@@ -228,8 +229,10 @@ class VM:
         st = self.agent("guest-exec-status", pid=pid)
         if not st.get("exited"):
             return None
-        dec = (lambda k: base64.b64decode(st.get(k, "")).decode(errors="replace"))
-        return Result(st.get("exitcode", -st.get("signal", 1)), dec("out-data"), dec("err-data"))
+        def text(key: str) -> str:
+            return base64.b64decode(st.get(key, "")).decode(errors="replace")
+
+        return Result(st.get("exitcode", -st.get("signal", 1)), text("out-data"), text("err-data"))
 
     def sh(self, command: str, timeout: float = 120) -> Result:
         """Run a shell command in the guest as root and wait for it."""

@@ -13,6 +13,14 @@ def test_doctor_all_ok_on_replay(tmp_path):
         assert any(line.startswith("OK") and what in line for line in r.stdout.splitlines()), what
 
 
+def test_doctor_says_where_the_preview_goes_when_the_display_does_not_answer(tmp_path):
+    """A set but dead $DISPLAY used to abort the daemon while doctor said 0 problems."""
+    r = run_cli("doctor", "--source", f"replay:{SAMPLES / 'phone'}", "--state-dir", tmp_path, timeout=120,
+                env={"DISPLAY": ":97"})
+    line = next(ln for ln in r.stdout.splitlines() if " preview " in ln)
+    assert "the X server at DISPLAY=:97 does not answer" in line, line
+
+
 def test_doctor_names_a_missing_camera_and_a_bad_config(tmp_path):
     r = run_cli("doctor", "--source", "v4l2:/dev/video77", "--state-dir", tmp_path, timeout=120)
     assert r.returncode == 1
