@@ -67,7 +67,8 @@ def client_socket(state_dir: str | os.PathLike | None) -> tuple[Path, str]:
     kiosk (or wherever the service runs), the service's /run/phonescope; else the demo's state folder."""
     if state_dir:
         return Path(state_dir) / SOCKET_NAME, str(state_dir)
-    if (RUN_DIR / SOCKET_NAME).exists() or config.installed():
+    # os.path.exists: False, not PermissionError, where /run/phonescope (0750) is closed to this user
+    if os.path.exists(RUN_DIR / SOCKET_NAME) or config.installed():
         return RUN_DIR / SOCKET_NAME, "this kiosk's service"
     state = config.state_dir(config.load())
     return state / SOCKET_NAME, str(state)

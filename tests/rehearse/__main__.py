@@ -126,6 +126,8 @@ def main(argv=None) -> int:
             image.say(f"scenario {name}...")
             try:
                 fn = getattr(scenarios, name)
+                if name != "install":
+                    scenarios.ensure_running(vm)
                 figures = fn(vm, ctx, args.power_cuts) if name == "power_cut" else fn(vm, ctx)
                 entry = {"ok": True, **figures}
             except Exception as e:   # one failed scenario is reported; the ones after it still run

@@ -37,6 +37,13 @@ def wait_active(vm: VM, timeout: float = START_S) -> float:
                          + vm.sh("journalctl -b -u phonescope -n 15 --no-pager -o cat").out[-1500:])
 
 
+def ensure_running(vm: VM) -> None:
+    """Each scenario starts from a running service, whatever the one before it left."""
+    if prop(vm, "ActiveState") != "active":
+        vm.sh("systemctl reset-failed phonescope; systemctl start phonescope", timeout=START_S)
+    wait_active(vm)
+
+
 def status(vm: VM, user: str = "root") -> dict:
     return json.loads(vm.as_user(user, "phonescope status", timeout=120).check("phonescope status"))
 
@@ -183,6 +190,7 @@ def watchdog(vm: VM, ctx: dict) -> dict:
     wd = int(re.fullmatch(r"(\d+)s", prop(vm, "WatchdogUSec")).group(1))
     restart = prop(vm, "RestartUSec")
     old = prop(vm, "MainPID")
+    assert old not in ("", "0"), "the service has a main process"   # kill -STOP 0 would stop the agent itself
     t0 = time.monotonic()
     vm.sh(f"kill -STOP {old}").check("SIGSTOP")
     new = wait_for(lambda: (p := prop(vm, "MainPID")) not in (old, "0") and p, 120, "a restarted daemon", every=1)
