@@ -164,7 +164,9 @@ def sigterm(vm: VM, ctx: dict, tries: int = 3) -> dict:
     outcomes = []
     for i in range(tries):
         pid = vm.spawn(f"phonescope capture --sample-id term-{i}")
-        time.sleep(random.uniform(1.0, 6.0))
+        # the request has reached the daemon (a client starts in seconds under TCG), then a moment into it
+        wait_for(lambda: status(vm)["pending_captures"] > 0 or vm.poll(pid), 120, "the capture asked for", every=0.5)
+        time.sleep(random.uniform(0.0, 3.0))
         t0 = time.monotonic()
         vm.sh("systemctl stop phonescope", timeout=60).check("systemctl stop")
         stop_s = round(time.monotonic() - t0, 1)
@@ -176,6 +178,7 @@ def sigterm(vm: VM, ctx: dict, tries: int = 3) -> dict:
             ctx["acked"].append(result.out.strip())
             outcomes.append("saved")
         else:
+            # refused with an answer; never "closed the connection without an answer" or a reset
             assert "capture refused" in result.err and "connection" not in result.err, result.err
             outcomes.append("refused: " + result.err.strip().split(": ", 2)[-1][:80])
         vm.sh("systemctl start phonescope", timeout=START_S).check("systemctl start")
