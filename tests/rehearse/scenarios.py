@@ -277,10 +277,10 @@ def power_cut(vm: VM, ctx: dict, cycles: int) -> dict:
                     return
                 i += 1
 
-        threads = [threading.Thread(target=burst, args=(w,), daemon=True) for w in range(2)]
+        threads = [threading.Thread(target=burst, args=(w,), daemon=True) for w in range(3)]
         for t in threads:
             t.start()
-        time.sleep(rng.uniform(4.0, 25.0))
+        time.sleep(rng.uniform(6.0, 30.0))
         with lock:
             stop.set()
             vm.power_cut()
