@@ -84,7 +84,7 @@ def request(state_dir: str | os.PathLike | None, msg: dict, timeout: float = 180
         hint = " -> systemctl status phonescope" if path.parent == RUN_DIR else ""
         raise UserError(f"no phonescope daemon running ({state}: no {path}){hint}") from None
     except ConnectionRefusedError:
-        raise UserError(f"no phonescope daemon running on {state} (stale {path.name})") from None
+        raise UserError(f"no phonescope daemon running ({state}: stale {path})") from None
     except PermissionError:
         raise UserError(f"permission denied on {path}: only root and the phonescope group may ask the daemon "
                         f"(sudo usermod -aG phonescope $USER, then log in again)") from None

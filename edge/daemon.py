@@ -77,13 +77,14 @@ class Daemon:
         """One turn of the systemd loop: READY, the camera's and the engine's health, WATCHDOG=1,
         STATUS=, the free-space check and interval captures."""
         now = self.clock()
-        if not self.ready and (self.inference.first_frame.is_set() or self.supervisor.error):
+        framed = self.inference.first_frame.is_set()
+        if not self.ready and (framed or self.supervisor.error):
             # the engine passed its self-test in build(); a camera missing at boot must not hold READY
             # back, or systemd's start timeout would kill and restart the service in a loop
             self.ready = True
-            self.notifier.ready(f"running: {self.board.backend}" if self.inference.first_frame.is_set()
+            self.notifier.ready(f"running: {self.board.backend}" if framed
                                 else f"running without a camera: {self.supervisor.error}")
-            log.info("ready: %s", "first enhanced frame through the pipeline" if self.inference.first_frame.is_set()
+            log.info("ready: %s", "first enhanced frame through the pipeline" if framed
                      else "no camera yet, waiting for it")
         self.reader.watch()
         stuck = now - self.inference.alive_t

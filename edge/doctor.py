@@ -108,36 +108,20 @@ def _check_devices(cfg, out):
 
 
 def _check_preview(p: dict, out) -> None:
-    """Which screen the preview would use (edge.sinks.auto's order), without taking it over."""
-    wanted = p["sink"]
-    if wanted in ("none", "file"):
-        out("OK", "preview", f"sink = {wanted}")
-        return
-    display, why = os.environ.get("DISPLAY"), []
-    if wanted in ("auto", "window"):
-        from edge.sinks.window import x11_screen_size
+    """Which screen the preview would use (edge.sinks.auto's order and reasons), without taking it over."""
+    from edge.sinks.auto import candidates, reasons
 
-        if display and x11_screen_size():
-            out("OK", "preview", f"window on the X server at DISPLAY={display}")
-            return
-        why.append(f"the X server at DISPLAY={display} does not answer" if display else "no $DISPLAY")
-    if wanted in ("auto", "window", "kms"):
-        from edge.sinks.kms import find_card
-
-        card = p["drm_device"] or find_card()
-        if card:
-            out("OK" if wanted in ("auto", "kms") else "WARN", "preview", f"kms on {card}"
-                + (f" ({'; '.join(why)})" if why else ""))
-            return
-        why.append("no /dev/dri/card* with a connected screen (or no access: the video group)")
-    fb = p["fb_device"]
-    if os.access(fb, os.W_OK):
-        out("OK" if wanted in ("auto", "fbdev") else "WARN", "preview", f"fbdev {fb}" + (f" ({'; '.join(why)})"
-                                                                                       if why else ""))
+    wanted, skipped = p["sink"], []
+    if wanted == "none":
+        out("OK", "preview", "sink = none")
         return
-    why.append(f"cannot write {fb}")
-    out("WARN", "preview", f"no screen: the preview goes to the file preview.jpg ({'; '.join(why)}) -> "
-        "connect the HDMI screen, add the service user to the video group, or start X")
+    kind, target = next(candidates(p, skipped))     # the file is always a candidate
+    why = reasons(skipped)
+    if kind == "file" and wanted != "file":
+        out("WARN", "preview", f"no screen: the preview goes to the file {target}{why} -> connect the HDMI "
+            "screen, add the service user to the video group, or start X")
+    else:
+        out("OK" if wanted in ("auto", kind) else "WARN", "preview", f"{kind} on {target}{why}")
 
 
 def _check_gstreamer(cfg, out):

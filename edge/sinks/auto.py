@@ -21,41 +21,61 @@ log = logging.getLogger("phonescope")
 CHAIN = ("window", "kms", "fbdev", "file")
 
 
-def _window(p: dict, state: Path) -> Sink:
-    from edge.sinks.window import WindowSink, x11_screen_size
+def where(kind: str, p: dict) -> str:
+    """What `kind` would show on (display, card, device, file) if it can, else OSError saying why not.
+    Looks without taking a screen over, so `doctor` asks it too."""
+    if kind == "window":
+        from edge.sinks.window import x11_screen_size
 
-    display = os.environ.get("DISPLAY")
-    if not display:
-        raise OSError("no display server ($DISPLAY is not set)")
-    if x11_screen_size() is None:   # opening the window would abort the process inside Qt
-        raise OSError(f"the X server at DISPLAY={display} does not answer")
-    return WindowSink()
+        display = os.environ.get("DISPLAY")
+        if not display:
+            raise OSError("no display server ($DISPLAY is not set)")
+        if x11_screen_size() is None:   # opening the window would abort the process inside Qt
+            raise OSError(f"the X server at DISPLAY={display} does not answer")
+        return f"DISPLAY={display}"
+    if kind == "kms":
+        from edge.sinks.kms import find_card
+
+        card = p["drm_device"] or find_card()
+        if card is None:
+            raise OSError("no DRM card with a connected screen in /dev/dri (or no access: the video group)")
+        return card
+    if kind == "fbdev":
+        if not Path(p["fb_device"]).exists():
+            raise OSError(f"no framebuffer {p['fb_device']}")
+        if not os.access(p["fb_device"], os.W_OK):
+            raise OSError(f"cannot write {p['fb_device']} (the video group)")
+        return p["fb_device"]
+    return "preview.jpg"
 
 
-def _kms(p: dict, state: Path) -> Sink:
-    from edge.sinks.kms import KmsSink, find_card
-
-    device = p["drm_device"] or find_card()
-    if device is None:
-        raise OSError("no DRM card with a connected screen in /dev/dri")
-    return KmsSink(device)
-
-
-def _fbdev(p: dict, state: Path) -> Sink:
-    from edge.sinks.fbdev import FbdevSink
-
-    if not Path(p["fb_device"]).exists():
-        raise OSError(f"no framebuffer {p['fb_device']}")
-    return FbdevSink(p["fb_device"])
+def candidates(p: dict, skipped: list[tuple[str, str]]):
+    """(kind, where) for each sink of the configured one's chain that could show the preview, in order;
+    those that cannot are appended to `skipped` as (kind, why)."""
+    wanted = p["sink"]
+    for kind in CHAIN if wanted == "auto" else CHAIN[CHAIN.index(wanted):]:
+        try:
+            yield kind, where(kind, p)
+        except OSError as e:
+            skipped.append((kind, str(e)))
 
 
-def _file(p: dict, state: Path) -> Sink:
+def reasons(skipped: list[tuple[str, str]]) -> str:
+    return f" ({'; '.join(f'{kind}: {why}' for kind, why in skipped)})" if skipped else ""
+
+
+def _open(kind: str, target: str, state: Path) -> Sink:
+    if kind == "window":
+        from edge.sinks.window import WindowSink
+        return WindowSink()
+    if kind == "kms":
+        from edge.sinks.kms import KmsSink
+        return KmsSink(target)
+    if kind == "fbdev":
+        from edge.sinks.fbdev import FbdevSink
+        return FbdevSink(target)
     from edge.sinks.file import FileSink
-
-    return FileSink(state / "preview.jpg")
-
-
-OPENERS = {"window": _window, "kms": _kms, "fbdev": _fbdev, "file": _file}
+    return FileSink(state / target)
 
 
 def open_preview(p: dict, state: Path) -> Sink:
@@ -65,18 +85,19 @@ def open_preview(p: dict, state: Path) -> Sink:
         sink: Sink = NoneSink()
         sink.why = "preview off ([preview] sink = \"none\")"
         return sink
-    chain = CHAIN if wanted == "auto" else CHAIN[CHAIN.index(wanted):]
-    skipped = []
-    for kind in chain:
+    skipped: list[tuple[str, str]] = []
+    sink = None
+    for kind, target in candidates(p, skipped):
         try:
-            sink = OPENERS[kind](p, state)
+            sink = _open(kind, target, state)
+            break
         except (OSError, cv2.error) as e:
-            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            skipped.append(f"{kind}: {reason}")
-            if kind == wanted or (kind == "window" and os.environ.get("DISPLAY")):
-                log.warning("preview %s unavailable (%s): falling back", kind, reason)
-            continue
-        sink.why = f"{wanted}: {kind}" + (f" ({'; '.join(skipped)})" if skipped else "")
-        log.info("preview on %s", sink.why)
-        return sink
-    raise OSError("; ".join(skipped))   # only the file can be left, and it failed: the state folder is broken
+            skipped.append((kind, str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__))
+    for kind, why in skipped:   # the normal headless case (no $DISPLAY, no screen) is not news
+        if kind == wanted or (kind == "window" and os.environ.get("DISPLAY")):
+            log.warning("preview %s unavailable (%s): falling back", kind, why)
+    if sink is None:            # only the file can be left, and it failed: the state folder is broken
+        raise OSError(reasons(skipped).strip(" ()"))
+    sink.why = f"{wanted}: {sink.kind}{reasons(skipped)}"
+    log.info("preview on %s", sink.why)
+    return sink

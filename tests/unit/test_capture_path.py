@@ -146,26 +146,6 @@ def test_bad_sample_id_is_refused(state):
         d.shutdown()
 
 
-def test_the_capture_key_in_the_preview(state):
-    src, sink = GatedCamera(), RecordingSink()
-    d = build_daemon(state, source=src, sink=sink)
-    d.start()
-    try:
-        src.release()
-        assert d.inference.first_frame.wait(10)
-        shown = sink.shown
-        sink.events.append("capture")
-        assert wait_until(lambda: sink.shown >= shown + 2, 5), "the preview took the key (and submitted)"
-        src.release()
-        assert wait_until(lambda: d.writer.captures_done == 1, 10)
-        meta = json.loads(next((state / "captures").rglob("*.json")).read_text())
-        assert meta["origin"] == "key" and sink.shown > 0
-        assert d.status()["preview"] == {"sink": "recording", "why": "", "shown": d.preview.shown}
-    finally:
-        src.end()
-        d.shutdown()
-
-
 class QueuedKeys:
     """The operator's keyboard outside the sink (evdev on a kiosk without X): events handed out once."""
 
@@ -181,24 +161,29 @@ class QueuedKeys:
         self.closed = True
 
 
-def test_the_capture_key_from_a_keyboard_without_a_window(state):
-    src, keys = GatedCamera(), QueuedKeys()
-    d = build_daemon(state, source=src, keys=keys)
+@pytest.mark.parametrize("where", ["window", "keyboard"])
+def test_the_capture_key(state, where):
+    """Space in the preview window (the sink's events), or on a keyboard read apart from the sink (evdev)."""
+    src, sink, keys = GatedCamera(), RecordingSink(), QueuedKeys()
+    pressed = sink if where == "window" else keys
+    d = build_daemon(state, source=src, sink=sink, keys=keys if where == "keyboard" else None)
     d.start()
     try:
         src.release()
         assert d.inference.first_frame.wait(10)
-        keys.events.append("capture")
-        assert wait_until(lambda: not keys.events and d.captures.qsize() + d.writer.qsize() > 0
-                          or d.writer.captures_done, 5), "the preview thread took the key"
+        shown = sink.shown
+        pressed.events.append("capture")
+        assert wait_until(lambda: sink.shown >= shown + 2, 5), "the preview thread took the key (and submitted)"
+        assert not pressed.events
         src.release()
         assert wait_until(lambda: d.writer.captures_done == 1, 10)
         meta = json.loads(next((state / "captures").rglob("*.json")).read_text())
-        assert meta["origin"] == "key"
+        assert meta["origin"] == "key" and sink.shown > 0
+        assert d.status()["preview"] == {"sink": "recording", "why": "", "shown": d.preview.shown}
     finally:
         src.end()
         d.shutdown()
-    assert keys.closed, "the preview thread closes the keyboards with its sink"
+    assert keys.closed == (where == "keyboard"), "the preview thread closes the keyboards with its sink"
 
 
 def test_shutdown_finishes_a_capture_in_progress(live, state):
