@@ -171,6 +171,7 @@ class CaptureWriter:
         fmt, bits = self.cfg["format"], 16 if image.dtype == np.uint16 else 8
         data = encode(image, EXTS[fmt], bits, self.cfg["jpeg_quality"])
         raw = encode(frame.as_uint8(), ".jpg", jpeg_quality=RAW_JPEG_QUALITY) if self.cfg["keep_raw"] else None
+        timings["encode_s"] = round(time.monotonic() - t0, 4)
         camera = {**self.camera_meta, **frame.settings, "frame_seq": frame.seq,
                   "width": frame.image.shape[1], "height": frame.image.shape[0]}
         if frame.sensor_t is not None:
@@ -185,9 +186,10 @@ class CaptureWriter:
         except StorageError as e:
             log.error("capture failed: %s", e, extra={"CAPTURE_ERROR": str(e)})
             raise StoreFailed(str(e)) from None
-        timings["store_s"] = round(time.monotonic() - t0, 4)
+        stored.times.update(timings, store_s=round(time.monotonic() - t0, 4))   # the stages after it too
         self.captures_done += 1
-        self.last_capture = {"path": str(stored.image), "seq": stored.seq, "time": time.time()}
+        self.last_capture = {"path": str(stored.image), "seq": stored.seq, "time": time.time(),
+                             "timings": stored.times}
         self.notices.clear("storage")
         log.info("capture %d saved: %s", stored.seq, stored.image,
                  extra={"CAPTURE_SEQ": stored.seq, "CAPTURE_PATH": str(stored.image),

@@ -104,6 +104,11 @@ def add_kiosk_commands(sub) -> None:
                    help="measure the daemon instead: efficiency, capture latency, memory over time")
     b.add_argument("--minutes", type=float, default=10.0, help="--pipeline: length of the run")
     b.add_argument("--engine-seconds", type=float, default=20.0, help="--pipeline: engine-only timing")
+    b.add_argument("--camera", default="1920x1080", help="--pipeline: the replay camera's WIDTHxHEIGHT (its "
+                   "captures are this size: 3264x2448 for 8 MP)")
+    b.add_argument("--capture-every", type=float, default=30.0, help="--pipeline: seconds between captures")
+    b.add_argument("--config-extra", default="", help="--pipeline: TOML appended to the daemon's config "
+                   "(e.g. '[model]\\narena = false')")
     b.set_defaults(func=cmd_bench)
 
 

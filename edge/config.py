@@ -62,6 +62,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
         "backend": (str, "auto", _one_of(*BACKENDS)),
         "tile": (int, 512, _range(0, 8192)),
         "batch": (int, 4, _range(1, 64)),
+        "arena": (bool, True, None),
     },
     "calibration": {
         "profile": (str, "", None),

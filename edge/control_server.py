@@ -135,4 +135,4 @@ class ControlServer:
         except TimeoutError:
             return {"ok": False, "error": "timed out"}
         return {"ok": True, "path": str(stored.image), "seq": stored.seq, "sha256": stored.sha256,
-                "sidecar": str(stored.sidecar)}
+                "sidecar": str(stored.sidecar), "timings": stored.times}

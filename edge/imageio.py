@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -160,15 +161,19 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
-    """Write bytes durably: temp file in the same folder, fsync, rename, fsync folder."""
+def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, times: dict | None = None) -> None:
+    """Write bytes durably: temp file in the same folder, fsync, rename, fsync folder. times: seconds
+    spent writing and in fsync are added to its "write_s" and "fsync_s"."""
     p = Path(path)
+    t0 = time.perf_counter()
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            t1 = time.perf_counter()
             os.fsync(f.fileno())
+            t2 = time.perf_counter()
         os.chmod(tmp, mode)
         os.replace(tmp, p)
     except BaseException:
@@ -177,7 +182,11 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
         except FileNotFoundError:
             pass
         raise
+    t3 = time.perf_counter()
     fsync_dir(p.parent)
+    if times is not None:
+        times["write_s"] = times.get("write_s", 0.0) + (t1 - t0) + (t3 - t2)
+        times["fsync_s"] = times.get("fsync_s", 0.0) + (t2 - t1) + (time.perf_counter() - t3)
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8, jpeg_quality: int = 90) -> None:

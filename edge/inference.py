@@ -101,7 +101,7 @@ class InferenceLoop:
     def _preview(self, frame: Frame) -> bool:
         try:
             x, raw = self.pre.preview(frame)
-            enhanced = self.enhancer.enhance_on_grid(x)
+            enhanced = self.enhancer.run_network(x)
         except ValueError as e:  # a frame that does not match the calibration (size)
             self.notices.set("calibration", str(e))
             return False
@@ -130,10 +130,17 @@ class InferenceLoop:
             return
         t1 = time.monotonic()
         try:
-            enhanced = self.enhancer.enhance_on_grid(self.pre.capture(frame))
+            x = self.pre.capture(frame)
+            t2 = time.monotonic()
+            enhanced = self.enhancer.run_network(x)
+            t3 = time.monotonic()
         except (EngineError, ValueError) as e:
             req.fail(EngineFailed(f"enhancement failed, nothing saved: {e}"))
             return
-        image = self.post.capture(enhanced, frame)
-        self.writer.put(req, frame, image, {"frame_wait_s": round(t1 - t0, 4),
-                                            "enhance_s": round(time.monotonic() - t1, 4)})
+        image = self.post.capture(enhanced)
+        t4 = time.monotonic()
+        tiles = self.enhancer.last
+        self.writer.put(req, frame, image, {"frame_wait_s": round(t1 - t0, 4), "preprocess_s": round(t2 - t1, 4),
+                                            "inference_s": round(t3 - t2, 4),
+                                            "network_s": tiles.network_s and round(tiles.network_s, 4),
+                                            "postprocess_s": round(t4 - t3, 4)})

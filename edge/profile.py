@@ -44,12 +44,21 @@ class Profile:
                 "colour": self.colour["method"] if self.colour else None,
                 "flat": self.flat is not None, "dark": self.dark is not None}
 
-    def apply(self, rgb: np.ndarray) -> np.ndarray:
-        """sRGB float [0,1] HxWx3 -> calibrated sRGB float [0,1]; ValueError for a frame whose size
-        differs from the flat or dark frame's."""
+    def check_size(self, shape: tuple) -> None:
+        """ValueError for a frame whose size differs from the flat or dark frame's."""
+        for name, arr in (("dark", self.dark), ("flat", self.flat)):
+            if arr is not None and arr.shape != tuple(shape):
+                raise ValueError(f"frame {shape[1]}x{shape[0]} does not match the {name} frame "
+                                 f"{arr.shape[1]}x{arr.shape[0]}: recalibrate at this camera size")
+
+    def apply(self, rgb: np.ndarray, rows: slice | None = None) -> np.ndarray:
+        """sRGB float [0,1] HxWx3 -> calibrated sRGB float [0,1]. rows: rgb is that strip of rows of
+        a frame (the daemon calibrates a strip at a time); ValueError for a frame whose size differs
+        from the flat or dark frame's."""
         out = rgb
         if self.flat is not None or self.dark is not None:
-            out = correct_flat(out, self.flat, self.dark)
+            flat, dark = (None if a is None else a if rows is None else a[rows] for a in (self.flat, self.dark))
+            out = correct_flat(out, flat, dark)
         if self.colour:
             out = apply_ccm(out, np.asarray(self.colour["matrix"], np.float32), self.colour["method"])
         return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -33,7 +33,7 @@ import re
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.imageio import atomic_write, fsync_dir
@@ -83,6 +83,7 @@ class Stored:
     raw: Path | None
     sha256: str
     bytes: int
+    times: dict = field(default_factory=dict)   # seconds: write_s, fsync_s, catalogue_s
 
 
 SCHEMA = """
@@ -160,17 +161,19 @@ class Storage:
         meta = dict(meta, seq=seq, time_utc=t.isoformat(timespec="milliseconds"), clock=clock,
                     sample_id=sample_id, image=image.name, image_sha256=digest, image_bytes=len(image_bytes),
                     raw=raw.name if raw else None, raw_sha256=sha256_bytes(raw_jpeg) if raw else None)
+        times: dict = {}
         try:
             if raw is not None:
-                atomic_write(raw, raw_jpeg, FILE_MODE)
-            atomic_write(image, image_bytes, FILE_MODE)
-            atomic_write(sidecar, json.dumps(meta, indent=2, sort_keys=True).encode(), FILE_MODE)
+                atomic_write(raw, raw_jpeg, FILE_MODE, times)
+            atomic_write(image, image_bytes, FILE_MODE, times)
+            atomic_write(sidecar, json.dumps(meta, indent=2, sort_keys=True).encode(), FILE_MODE, times)
         except OSError as e:
             self._undo(folder, sidecar, image, raw)
             if e.errno == errno.ENOSPC:
                 raise StorageFull(f"disk full while writing {image.name}, nothing saved; free space in "
                                   f"{self.root}") from None
             raise StorageError(f"cannot write capture {image.name}: {e.strerror}") from None
+        t0 = time.perf_counter()
         try:
             self._insert(seq, meta, image, raw, sidecar)
         except sqlite3.Error as e:
@@ -181,7 +184,9 @@ class Storage:
                 raise StorageFull(f"disk full while cataloguing {image.name}, nothing saved; free space in "
                                   f"{self.root}") from None
             raise StorageError(f"cannot catalogue capture {image.name}: {e}") from None
-        return Stored(seq, image, sidecar, raw, digest, len(image_bytes))
+        times["catalogue_s"] = time.perf_counter() - t0
+        return Stored(seq, image, sidecar, raw, digest, len(image_bytes),
+                      {k: round(v, 4) for k, v in times.items()})
 
     @staticmethod
     def _undo(folder: Path, sidecar: Path, image: Path, raw: Path | None) -> None:

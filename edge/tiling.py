@@ -122,12 +122,15 @@ def pad_up_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
-def extract(img_chw: np.ndarray, t: Tile) -> np.ndarray:
-    return img_chw[:, t.y.start:t.y.start + t.y.size, t.x.start:t.x.start + t.x.size]
+def extract(img: np.ndarray, t: Tile) -> np.ndarray:
+    """One window of an H x W x C image: a view, not a copy."""
+    return img[t.y.start:t.y.start + t.y.size, t.x.start:t.x.start + t.x.size]
 
 
-def place(out_chw: np.ndarray, result_chw: np.ndarray, t: Tile, scale: int = 1) -> None:
-    """Copy the kept part of one window's output into the full output."""
-    y0, y1, x0, x1 = t.y.keep0, t.y.keep1, t.x.keep0, t.x.keep1
-    out_chw[:, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = result_chw[
-        :, (y0 - t.y.start) * scale:(y1 - t.y.start) * scale, (x0 - t.x.start) * scale:(x1 - t.x.start) * scale]
+def place(out: np.ndarray, result: np.ndarray, t: Tile) -> None:
+    """Copy the kept part of one window's output (H x W x C) into the full output. The output may be
+    smaller than the padded image the plan covers: padding is never copied out."""
+    y0, y1 = t.y.keep0, min(t.y.keep1, out.shape[0])
+    x0, x1 = t.x.keep0, min(t.x.keep1, out.shape[1])
+    if y1 > y0 and x1 > x0:
+        out[y0:y1, x0:x1] = result[y0 - t.y.start:y1 - t.y.start, x0 - t.x.start:x1 - t.x.start]

@@ -55,7 +55,7 @@ log = logging.getLogger("phonescope")
 def open_model(cfg: dict) -> tuple[Engine, ModelCard, str]:
     """The model's engine (backend per [model] backend), its card, and why that backend."""
     m = cfg["model"]
-    enhancer, why = Enhancer.open(m["path"] or None, m["backend"], m["tile"], m["batch"])
+    enhancer, why = Enhancer.open(m["path"] or None, m["backend"], m["tile"], m["batch"], arena=m["arena"])
     return enhancer.engine, enhancer.card, why
 
 
@@ -153,7 +153,7 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     latest, slot = LatestFrame(), PreviewSlot()
     reader = CameraReader(lambda: (twins.open_source or open_source)(cfg), supervisor, latest)
     captures = CaptureQueue(storage.check_space, notices, stopping)
-    pre = Preprocess(profile, enhancer.resample, cfg["preview"]["width"])
+    pre = Preprocess(profile, enhancer.resample, cfg["preview"]["width"], enhancer.pixel_type)
     model_path = Path(m["path"]) if m["path"] else DEFAULT_MODEL
     writer = CaptureWriter(
         storage, cfg["capture"],

@@ -2,7 +2,9 @@
 
 Precision comes from the network (TensorRT 11 dropped the FP16 builder flag):
 the FP32 ONNX is converted to FP16 with onnxconverter-common, its inputs and
-outputs kept float32, and parsed into a strongly typed network. Only where
+outputs kept float32, wrapped for pixel I/O (edge/engines/pixels.py: UINT8
+N x H x W x 3 in and out, and the non-finite flag) and parsed into a
+strongly typed network. Only where
 that fails on TensorRT 10 does the build fall back to the FP32 network with
 the FP16 builder flag. One optimisation profile covers batches 1..[model]
 batch of [model] tile squares; the timing cache persists between builds, the
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 from edge.engines import meta as M
+from edge.engines import pixels
 from edge.errors import UserError
 from edge.imageio import atomic_write
 from edge.modelcard import DEFAULT_MODEL, ModelError, load_card
@@ -29,8 +32,15 @@ def log(msg: str) -> None:
     print(f"engine: {msg}", file=sys.stderr, flush=True)
 
 
-def fp16_onnx(onnx_path: str | Path) -> bytes:
-    """The ONNX model with FP16 weights and activations, float32 inputs/outputs."""
+def pixel_onnx(onnx_path: str | Path) -> bytes:
+    """The FP32 ONNX model wrapped for pixel I/O (the FP16 builder flag's fallback network)."""
+    import onnx
+
+    return pixels.wrap(onnx.load(str(onnx_path)), "uint8").SerializeToString()
+
+
+def fp16_network(onnx_path: str | Path):
+    """The ONNX model (a ModelProto) with FP16 weights and activations, float32 inputs/outputs."""
     import onnx
     try:
         from onnxconverter_common import float16
@@ -43,8 +53,12 @@ def fp16_onnx(onnx_path: str | Path) -> bytes:
 
     with warnings.catch_warnings():  # "the float32 number 1e-08 will be truncated" for tiny weights
         warnings.simplefilter("ignore")
-        m16 = float16.convert_float_to_float16(model, keep_io_types=True)
-    return m16.SerializeToString()
+        return float16.convert_float_to_float16(model, keep_io_types=True)
+
+
+def fp16_onnx(onnx_path: str | Path) -> bytes:
+    """What the strongly typed build parses: the FP16 network wrapped for pixel I/O (UINT8 in and out)."""
+    return pixels.wrap(fp16_network(onnx_path), "uint8").SerializeToString()
 
 
 def _settings(args, cfg_model: dict) -> M.Settings:
@@ -139,16 +153,16 @@ def build(onnx_path: Path, engine_path: Path, card_sha256: str, settings: M.Sett
                             f"TensorRT ({trt.__version__}) has no FP16 builder flag")
         network = builder.create_network(0)
         parser = trt.OnnxParser(network, logger)
-        if not parser.parse(Path(onnx_path).read_bytes(), str(onnx_path)):
+        if not parser.parse(pixel_onnx(onnx_path), str(onnx_path)):
             errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise UserError(f"TensorRT cannot parse {onnx_path}: {errs[:300]}")
         config.set_flag(trt.BuilderFlag.FP16)
         how = "FP32 network with the FP16 builder flag (TensorRT 10 fallback)"
-    if network.num_inputs != 1 or network.num_outputs != 1:
-        raise UserError(f"{onnx_path}: expected one input and one output")
+    if network.num_inputs != 1 or network.num_outputs != 2:
+        raise UserError(f"{onnx_path}: expected one input and two outputs (pixels, non-finite flag)")
     inp = network.get_input(0)
     profile = builder.create_optimization_profile()
-    profile.set_shape(inp.name, (1, 3, th, tw), (settings.batch, 3, th, tw), (settings.batch, 3, th, tw))
+    profile.set_shape(inp.name, (1, th, tw, 3), (settings.batch, th, tw, 3), (settings.batch, th, tw, 3))
     config.add_optimization_profile(profile)
 
     cache_path = engine_path.parent / f"timing-{trt.__version__}.cache"   # a cache is per TensorRT version

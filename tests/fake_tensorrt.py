@@ -2,10 +2,11 @@
 without a GPU (TensorRT cannot be installed here).
 
 They implement just the API edge/engines/tensorrt.py uses, as the TensorRT 10 and pycuda documentation
-describe it: a runtime that deserializes a "plan" into an engine with one input and one output tensor
-found by get_tensor_mode, a profile's max shape, an execution context whose execute_async_v3 runs the
-network, device buffers and async copies on a stream. The "plan" is an ONNX model's path and the network
-runs in ONNX Runtime, so what the backend computes can be checked against ONNX Runtime itself.
+describe it: a runtime that deserializes a "plan" into an engine whose I/O tensors are found by
+get_tensor_mode, a profile's max shape, an execution context whose execute_async_v3 runs the network,
+device buffers and async copies on a stream. The "plan" is an ONNX model's path; the network runs in
+ONNX Runtime wrapped for pixel I/O as `make engine` wraps it (UINT8 pixels in and out, a float
+non-finite flag), so what the backend computes can be checked against ONNX Runtime itself.
 install(monkeypatch, ...) puts both modules in sys.modules for one test.
 """
 from __future__ import annotations
@@ -116,13 +117,13 @@ def make_tensorrt(tile=(128, 128), max_batch=4, fail_with: BaseException | None 
             self.engine, self.shape, self.addresses = engine, None, {}
 
         def set_input_shape(self, name, shape):
-            n, c, h, w = shape
+            n, h, w, c = shape
             ok = 1 <= n <= max_batch and (h, w) == tile and c == 3
             self.shape = tuple(shape) if ok else self.shape
             return ok
 
         def get_tensor_shape(self, name):
-            return self.shape
+            return self.shape if name != "nonfinite" else self.shape[:1]
 
         def set_tensor_address(self, name, address):
             self.addresses[name] = address
@@ -130,31 +131,38 @@ def make_tensorrt(tile=(128, 128), max_batch=4, fail_with: BaseException | None 
 
         def execute_async_v3(self, stream):
             n = self.shape[0]
-            count = int(np.prod(self.shape))
-            x = np.ctypeslib.as_array(_ptr(self.addresses["input"]), (count,)).reshape(self.shape).copy()
-            (y,) = self.engine.session.run(None, {self.engine.session.get_inputs()[0].name: x})
-            out = np.ctypeslib.as_array(_ptr(self.addresses["output"]), (y.size,))
-            out[:] = y.reshape(-1)
+            x = _array(self.addresses["pixels"], self.shape, np.uint8).copy()
+            y, flag = self.engine.session.run(None, {"pixels": x})
+            _array(self.addresses["enhanced"], y.shape, np.uint8)[:] = y
+            _array(self.addresses["nonfinite"], flag.shape, np.float32)[:] = flag
             return n > 0
 
     class Engine:
-        num_io_tensors = 2
+        names = ("pixels", "enhanced", "nonfinite")
+        num_io_tensors = 3
 
         def __init__(self, onnx_path):
+            import onnx
             import onnxruntime as ort
-            self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+
+            from edge.engines.pixels import wrap
+            wrapped = wrap(onnx.load(onnx_path), "uint8").SerializeToString()
+            self.session = ort.InferenceSession(wrapped, providers=["CPUExecutionProvider"])
 
         def get_tensor_name(self, i):
-            return ("input", "output")[i]
+            return self.names[i]
 
         def get_tensor_mode(self, name):
-            return TensorIOMode.INPUT if name == "input" else TensorIOMode.OUTPUT
+            return TensorIOMode.INPUT if name == "pixels" else TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name):
-            return np.float32
+            return np.float32 if name == "nonfinite" else np.uint8
+
+        def get_tensor_shape(self, name):
+            return (-1,) if name == "nonfinite" else (-1, *tile, 3)
 
         def get_tensor_profile_shape(self, name, profile):
-            return (1, 3, *tile), (max_batch, 3, *tile), (max_batch, 3, *tile)
+            return (1, *tile, 3), (max_batch, *tile, 3), (max_batch, *tile, 3)
 
         def create_execution_context(self):
             return Context(self)
@@ -175,9 +183,11 @@ def make_tensorrt(tile=(128, 128), max_batch=4, fail_with: BaseException | None 
     return trt
 
 
-def _ptr(address: int):
+def _array(address: int, shape, dtype) -> np.ndarray:
+    """The device buffer at `address` (host memory here) as an array."""
     import ctypes
-    return ctypes.cast(address, ctypes.POINTER(ctypes.c_float))
+    ctype = {np.uint8: ctypes.c_uint8, np.float32: ctypes.c_float}[dtype]
+    return np.ctypeslib.as_array(ctypes.cast(address, ctypes.POINTER(ctype)), shape)
 
 
 class FakeDriver:

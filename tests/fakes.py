@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import config, wiring
-from edge.engines.base import Engine, EngineError, InputSpec
+from edge.engines.base import Engine, EngineError, InputSpec, nonfinite
 from edge.modelcard import ModelCard
 from edge.service import Notifier
 from edge.sinks import Sink
@@ -37,10 +37,12 @@ class FakeClock:
 
 
 class FakeEngine(Engine):
-    """A known pixel operation (x -> 1 - x): captures can be checked against the frame they came from.
+    """A known pixel operation (x -> 255 - x on uint8, 1 - x on FP16): captures can be checked against
+    the frame they came from.
 
     hang: while set, infer() blocks (a wedged GPU); `entered` is set when it does.
-    nan / fail: the next inferences return NaN / raise EngineError.
+    nan / fail: the next inferences find NaN in the network's output (as the pixel graph's flag
+    reports it) / raise EngineError.
     """
 
     name = "fake"
@@ -59,7 +61,9 @@ class FakeEngine(Engine):
             time.sleep(0.01)
         if self.fail:
             raise EngineError("fake: the device fell off the bus")
-        return np.full_like(batch, np.nan) if self.nan else 1.0 - batch
+        if self.nan:
+            raise nonfinite(self.name)
+        return 255 - batch if batch.dtype == np.uint8 else (1.0 - batch).astype(batch.dtype)
 
 
 class GatedCamera:

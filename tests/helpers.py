@@ -256,3 +256,19 @@ def check_consistent(state: Path) -> dict:
     for sidecar, image, *_, row_status, _seq in rows.values():
         assert row_status == "ok" and (state / sidecar).is_file() and (state / image).is_file(), sidecar
     return {"captures": len(sidecars), "rows": len(rows)}
+
+
+def float_network(model: Path):
+    """The model as exported (float NCHW [0, 1], no pixel wrapper) in ONNX Runtime: x -> y."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+
+
+def reference_pixels(model: Path, px: np.ndarray) -> np.ndarray:
+    """What the pixel engines must give for N x H x W x 3 uint8 `px`: the float network on px / 255,
+    clipped and rounded on the host, as the kiosk did before the pixel I/O moved into the graph."""
+    y = float_network(model)(px.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    return np.round(np.clip(y, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)

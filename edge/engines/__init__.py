@@ -18,10 +18,10 @@ from edge.modelcard import sha256_file
 
 
 
-def _open_onnxruntime(model_path, alignment, threads) -> Engine:
+def _open_onnxruntime(model_path, alignment, threads, arena) -> Engine:
     from edge.engines.onnxruntime import OnnxRuntimeEngine
 
-    return OnnxRuntimeEngine(str(model_path), alignment=alignment, threads=threads)
+    return OnnxRuntimeEngine(str(model_path), alignment=alignment, threads=threads, arena=arena)
 
 
 def tensorrt_plan(model_path: str | Path, onnx_sha256: str | None, tile: int | None,
@@ -60,16 +60,17 @@ def load_tensorrt(plan: Path, alignment: int = 1, engine_class=None) -> Engine:
 
 def open_engine(model_path: str | Path, backend: str = "auto", alignment: int = 1,
                 threads: int | None = None, tile: int | None = None, batch: int = 4,
-                onnx_sha256: str | None = None) -> tuple[Engine, str]:
+                onnx_sha256: str | None = None, arena: bool = True) -> tuple[Engine, str]:
     """Open the model with the requested backend; returns (engine, reason for the choice).
 
     `tile`/`batch` are the settings the engine will be used with (a TensorRT
-    engine must have been built for them; tile None accepts the built one).
+    engine must have been built for them; tile None accepts the built one);
+    `arena`: ONNX Runtime's CPU memory arena.
     """
     if backend not in BACKENDS:
         raise EngineError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "onnxruntime":
-        engine = _open_onnxruntime(model_path, alignment, threads)
+        engine = _open_onnxruntime(model_path, alignment, threads, arena)
         return engine, f"requested ({engine.provider})"
     if backend == "torch":
         from edge.engines.pytorch import TorchEngine
@@ -90,7 +91,7 @@ def open_engine(model_path: str | Path, backend: str = "auto", alignment: int = 
     if backend == "tensorrt":
         hint = f"; {meta.REBUILD_HINT}" if why_not.startswith("engine ") else ""
         raise EngineError(f"tensorrt: {why_not}{hint}")
-    engine = _open_onnxruntime(model_path, alignment, threads)
+    engine = _open_onnxruntime(model_path, alignment, threads, arena)
     return engine, f"auto: ONNX Runtime ({engine.provider}); TensorRT not used: {why_not}"
 
 

@@ -1,16 +1,21 @@
 """The engine interface every backend implements.
 
-An engine takes a batch of NCHW float32 RGB tiles in [0, 1] and returns the
-network's output for them; tiling, resampling and colour handling live
-outside, so every backend is held to one contract.
+An engine takes a batch of N x H x W x 3 RGB tiles as pixels, uint8 (or
+FP16 in [0, 1] for frames with more than 8 bits), and returns the network's
+enhanced tiles as the same pixels: the scaling, clipping and rounding are
+part of the engine (edge/engines/pixels.py wraps the network for that), so
+no float copy of a frame is made on the host. Tiling, resampling and colour
+handling live outside, so every backend is held to one contract.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from edge.engines.pixels import PIXEL_TYPES
 
 
 class EngineError(Exception):
@@ -23,21 +28,31 @@ class InputSpec:
     alignment: int = 1                       # H and W must be multiples of this
     fixed_shape: tuple[int, int] | None = None  # (H, W) for engines built for one tile shape
     max_batch: int | None = None             # None: any batch size
+    pixel_types: tuple[str, ...] = PIXEL_TYPES   # what the engine takes: uint8, float16
+
+
+def nonfinite(name: str) -> EngineError:
+    return EngineError(f"{name}: the model produced NaN or infinite values")
 
 
 class Engine(ABC):
     name: str = "engine"
     spec: InputSpec
+    run_s: float = 0.0   # seconds spent running the network, summed (where the host waits for it)
 
     def check(self, batch: np.ndarray) -> None:
+        self.check_shape(batch.shape, batch.dtype)
+
+    def check_shape(self, shape: tuple, dtype) -> None:
+        """EngineError unless a batch of this shape and pixel type fits the engine."""
         s = self.spec
-        if batch.ndim != 4 or batch.shape[1] != s.channels:
-            raise EngineError(f"{self.name}: expected N x {s.channels} x H x W, got {batch.shape}")
-        if batch.dtype != np.float32:
-            raise EngineError(f"{self.name}: expected float32 input, got {batch.dtype}")
-        n, _, h, w = batch.shape
+        if len(shape) != 4 or shape[3] != s.channels:
+            raise EngineError(f"{self.name}: expected N x H x W x {s.channels}, got {tuple(shape)}")
+        if np.dtype(dtype).name not in s.pixel_types:
+            raise EngineError(f"{self.name}: expected {' or '.join(s.pixel_types)} pixels, got {np.dtype(dtype)}")
+        n, h, w, _ = shape
         if n < 1 or h < 1 or w < 1:
-            raise EngineError(f"{self.name}: empty batch {batch.shape}")
+            raise EngineError(f"{self.name}: empty batch {tuple(shape)}")
         if h % s.alignment or w % s.alignment:
             raise EngineError(f"{self.name}: H and W must be multiples of {s.alignment}, got {h}x{w}")
         if s.fixed_shape and (h, w) != s.fixed_shape:
@@ -47,13 +62,16 @@ class Engine(ABC):
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """N x 3 x H x W float32 -> N x 3 x (H*s) x (W*s) float32."""
+        """N x H x W x 3 pixels -> N x H x W x 3 enhanced pixels of the same type; EngineError if the
+        network produced NaN or infinite values."""
 
-    def infer_batches(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """infer() over a sequence of batches, results in order; backends that can overlap
-        host work with device work (TensorRT's double-buffered tiles) override it."""
-        for batch in batches:
-            yield self.infer(batch)
+    def infer_batches(self, batches: Iterable[Sequence[np.ndarray]]) -> Iterator[np.ndarray]:
+        """infer() over a sequence of batches, each a list of H x W x 3 tile views (cut from the frame,
+        not copied): each backend copies them into its own input buffer. Results in order; a result
+        may be a view of the backend's output buffer, valid until the next one is asked for.
+        Backends that overlap host and device work (TensorRT's double-buffered tiles) override it."""
+        for views in batches:
+            yield self.infer(np.stack(views))
 
     def time_device(self, n: int, h: int, w: int, repeat: int = 20) -> float | None:
         """Seconds per batch of n HxW tiles already on the device (no host copies), where the

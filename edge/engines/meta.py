@@ -19,7 +19,7 @@ from edge.engines.gpu import probe_gpu
 
 META_FORMAT = "phonescope-engine/1"
 REBUILD_HINT = "run `make engine` (or `phonescope engine build`)"
-BUILD_RECIPE = 2     # how engines are built (models/engine_build.py); bump it when that changes
+BUILD_RECIPE = 3     # how engines are built (models/engine_build.py); bump it when that changes (3: pixel I/O)
 MIN_TENSORRT = 10    # the API used here (tensor addresses, execute_async_v3, strongly typed networks)
 
 

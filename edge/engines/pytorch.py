@@ -12,11 +12,12 @@ checked against the ONNX model when loaded. torch is imported only here.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
-from edge.engines.base import Engine, EngineError, InputSpec
+from edge.engines.base import Engine, EngineError, InputSpec, nonfinite
 from edge.modelcard import ModelError, load_card
 
 MAX_GRAPHS = 4
@@ -160,39 +161,61 @@ class TorchEngine(Engine):
                 return static_out
             return self.forward(x.contiguous(memory_format=torch.channels_last))
 
+    def _to_net(self, px):
+        """Pixels (N x H x W x 3 or H x W x 3 tensor, uint8 or float16) -> the network's input layout
+        (channels first), dtype and range [0, 1]."""
+        torch = self.torch
+        x = px.movedim(-1, -3).to(self.dtype)
+        return x / 255.0 if px.dtype == torch.uint8 else x
+
+    def _to_pixels(self, y, dtype):
+        """The network's output (channels first) -> host pixels of numpy dtype `dtype`, channels last."""
+        torch = self.torch
+        if not bool(torch.isfinite(y).all()):
+            raise nonfinite(self.name)
+        y = y.movedim(-3, -1).float().clamp_(0.0, 1.0)
+        y = y.mul_(255.0).round_().to(torch.uint8) if dtype == np.uint8 else y.to(torch.float16)
+        return y.contiguous().cpu().numpy()
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self.check(batch)
         torch = self.torch
         try:
             with torch.inference_mode():
-                x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype)
+                x = self._to_net(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+                t0 = time.perf_counter()
                 y = self._run_device(x)
-                return y.to("cpu", torch.float32).contiguous().numpy()
+                if not self.cuda:   # on CUDA the launch returns at once: bench times the device with events
+                    self.run_s += time.perf_counter() - t0
+                return self._to_pixels(y, batch.dtype)
         except RuntimeError as e:
             raise EngineError(f"torch: inference failed: {str(e).strip().splitlines()[0][:300]}") from None
 
     def run_plan(self, hwc: np.ndarray, plan, batch: int) -> np.ndarray:
-        """A whole padded H x W x 3 frame through a tile plan -> H x W x 3 float32: the frame is
-        uploaded once, tiles are cut, batched and placed on the device, the output downloaded once."""
+        """A whole padded H x W x 3 frame of pixels through a tile plan -> enhanced pixels: the frame is
+        uploaded once (as pixels), tiles are cut, batched and placed on the device, the output is
+        rounded there and downloaded once."""
         torch = self.torch
         h, w = plan.tile_h, plan.tile_w
         if hwc.ndim != 3 or hwc.shape[2] != 3:
             raise EngineError(f"torch: expected an H x W x 3 frame, got {hwc.shape}")
-        self.check(hwc[None, :h, :w].transpose(0, 3, 1, 2))
+        self.check(hwc[None, :h, :w])
         try:
             with torch.inference_mode():
-                x = torch.from_numpy(np.ascontiguousarray(hwc, np.float32)).to(self.device)
-                x = x.permute(2, 0, 1).to(self.dtype)
+                x = self._to_net(torch.from_numpy(np.ascontiguousarray(hwc)).to(self.device))
                 out = torch.empty(x.shape, device=self.device, dtype=self.dtype)
                 tiles = plan.tiles
                 for i in range(0, len(tiles), batch):
                     group = tiles[i:i + batch]
                     b = torch.stack([x[:, t.y.start:t.y.start + h, t.x.start:t.x.start + w] for t in group])
+                    t0 = time.perf_counter()
                     y = self._run_device(b)
+                    if not self.cuda:
+                        self.run_s += time.perf_counter() - t0
                     for t, r in zip(group, y):
                         y0, y1, x0, x1 = t.y.keep0, t.y.keep1, t.x.keep0, t.x.keep1
                         out[:, y0:y1, x0:x1] = r[:, y0 - t.y.start:y1 - t.y.start, x0 - t.x.start:x1 - t.x.start]
-                return out.permute(1, 2, 0).to(torch.float32).contiguous().cpu().numpy()
+                return self._to_pixels(out, hwc.dtype)
         except RuntimeError as e:
             raise EngineError(f"torch: inference failed: {str(e).strip().splitlines()[0][:300]}") from None
 

@@ -5,7 +5,8 @@ the file FLAG exists, so a test switches the fault on and off from outside while
 real model in ONNX Runtime, real sources, sockets, files, SQLite) runs as in production:
 
 - hang:  the engine's infer() blocks (a stalled GPU or driver);
-- nan:   the engine returns NaN (a broken model or a numeric fault);
+- nan:   the network's output is NaN (a broken model or a numeric fault): a second ONNX Runtime engine
+         runs the model with its output multiplied by NaN, so the pixel graph's own flag catches it;
 - slow:  each infer() first spends seconds inside ONNX Runtime's own C++ (a capture on a slow CPU);
 - stall: the camera's read() blocks (a camera that stops delivering).
 """
@@ -20,6 +21,7 @@ import numpy as np
 from edge import wiring
 from edge.cli import build_parser, guarded
 from edge.engines.base import Engine
+from edge.modelcard import DEFAULT_MODEL
 
 
 class FaultyEngine(Engine):
@@ -28,6 +30,8 @@ class FaultyEngine(Engine):
         self.name, self.spec = inner.name, inner.spec
         if fault == "slow":
             self.slow = slow_session()
+        if fault == "nan":
+            self.broken = nan_engine(model or str(DEFAULT_MODEL), flag.with_name("nan-model.onnx"))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if self.flag.exists():
@@ -35,13 +39,30 @@ class FaultyEngine(Engine):
                 while self.flag.exists():
                     time.sleep(0.05)
             elif self.fault == "nan":
-                return np.full_like(self.inner.infer(batch), np.nan)
+                return self.broken.infer(batch)
             elif self.fault == "slow":   # one long native call: the thread is inside the engine, not in Python
                 self.slow.run(None, {"x": np.zeros((1, 16, 512, 512), np.float32)})
         return self.inner.infer(batch)
 
     def close(self) -> None:
         self.inner.close()
+
+
+def nan_engine(model: str, path: Path) -> Engine:
+    """The model with NaN * its output, in ONNX Runtime."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from edge.engines.onnxruntime import OnnxRuntimeEngine
+
+    m = onnx.load(model)
+    out = m.graph.output[0]
+    m.graph.initializer.append(numpy_helper.from_array(np.array(np.nan, np.float32), "nan"))
+    m.graph.node.append(helper.make_node("Mul", [out.name + "_pre_nan", "nan"], [out.name]))
+    for node in m.graph.node[:-1]:
+        node.output[:] = [o + "_pre_nan" if o == out.name else o for o in node.output]
+    onnx.save(m, str(path))
+    return OnnxRuntimeEngine(str(path))
 
 
 def slow_session(convs: int = 500):

@@ -1,4 +1,5 @@
-"""Preprocess and Postprocess: the daemon's frames meet the network exactly as `enhance` files do."""
+"""Preprocess and Postprocess: the daemon's frames meet the network exactly as `enhance` files do, as the
+engine's pixels (uint8; FP16 for frames with more than 8 bits), with no full-frame float copy."""
 from __future__ import annotations
 
 import time
@@ -18,13 +19,14 @@ def frame(image: np.ndarray) -> Frame:
 
 
 def test_capture_path_equals_the_enhance_command(scaled_model):
-    """A capture goes Preprocess -> enhance_on_grid; `enhance` goes Enhancer.enhance: the same pixels."""
+    """A capture goes Preprocess -> run_network; `enhance` goes Enhancer.enhance: the same pixels."""
     enh, _ = Enhancer.open(scaled_model, "onnxruntime", tile=64)
     rgb8 = to_uint8(sample_rgb()[:101, :75])
-    pre = Preprocess(None, enh.resample, preview_width=960)
+    pre = Preprocess(None, enh.resample, preview_width=960, pixel_type=enh.pixel_type)
     x = pre.capture(frame(rgb8))
-    assert x.shape == (152, 112, 3), "resampled onto the model grid (scale 1.5)"
-    assert np.array_equal(enh.enhance_on_grid(x), enh.enhance(rgb8.astype(np.float32) / 255))
+    assert x.shape == (152, 112, 3) and x.dtype == np.uint8, "resampled onto the model grid (scale 1.5)"
+    out = enh.run_network(x)
+    assert out.dtype == np.uint8 and np.array_equal(to_float(out), enh.enhance(rgb8.astype(np.float32) / 255))
 
 
 def test_preview_is_reduced_to_the_preview_width_then_put_on_the_model_grid(scaled_model):
@@ -32,23 +34,28 @@ def test_preview_is_reduced_to_the_preview_width_then_put_on_the_model_grid(scal
     pre = Preprocess(None, enh.resample, preview_width=320)
     x, raw = pre.preview(frame(to_uint8(sample_rgb())))          # 640x480
     assert raw.shape == (240, 320, 3) and raw.dtype == np.uint8
-    assert x.shape == (360, 480, 3) and x.dtype == np.float32
+    assert x.shape == (360, 480, 3) and x.dtype == np.uint8
     small = frame(np.zeros((100, 200, 3), np.uint8))
     x, raw = pre.preview(small)
     assert raw.shape == (100, 200, 3) and x.shape == (150, 300, 3), "smaller frames are not enlarged first"
 
 
 def test_sixteen_bit_frames():
+    """A 16-bit frame goes to an engine that takes FP16 as FP16 [0, 1], to one that does not (TensorRT) as
+    uint8; FP16 output becomes uint16 where the format holds it."""
     img16 = (np.arange(48 * 64 * 3, dtype=np.uint32).reshape(48, 64, 3) * 37 % 65536).astype(np.uint16)
     f = frame(img16)
     assert to_float(img16).max() <= 1.0 and np.allclose(to_float(img16) * 65535, img16, atol=0.01)
-    enhanced = to_float(img16)
-    assert Postprocess("png").capture(enhanced, f).dtype == np.uint16
-    assert Postprocess("tiff").capture(enhanced, f).dtype == np.uint16
-    assert Postprocess("jpeg").capture(enhanced, f).dtype == np.uint8, "JPEG holds 8 bits"
-    assert np.array_equal(f.as_uint8(), (img16 >> 8).astype(np.uint8))
-    eight = frame(to_uint8(enhanced))
-    assert Postprocess("png").capture(enhanced, eight).dtype == np.uint8
+    px = Preprocess(None, lambda x: x, 960, pixel_type=lambda bits: "float16").capture(f)
+    assert px.dtype == np.float16 and np.abs(px.astype(np.float32) - to_float(img16)).max() <= 2 ** -11
+    px8 = Preprocess(None, lambda x: x, 960).capture(f)
+    assert np.array_equal(px8, f.as_uint8()) and np.array_equal(f.as_uint8(), (img16 >> 8).astype(np.uint8))
+    out16 = Postprocess("png").capture(px)
+    assert out16.dtype == np.uint16 and np.abs(out16.astype(np.int32) - img16).max() <= 65535 * 2 ** -11
+    assert Postprocess("tiff").capture(px).dtype == np.uint16
+    assert Postprocess("jpeg").capture(px).dtype == np.uint8, "JPEG holds 8 bits"
+    assert Postprocess("png").capture(px8) is px8, "uint8 pixels are the capture as they are"
+    assert Postprocess.preview(px).dtype == np.uint8
 
 
 def test_calibration_is_applied_at_camera_resolution(tmp_path):
@@ -61,7 +68,9 @@ def test_calibration_is_applied_at_camera_resolution(tmp_path):
     pre = Preprocess(load(tmp_path / "p.json"), lambda x: x, preview_width=32)
     grey = frame(np.full((48, 64, 3), 100, np.uint8))
     x = pre.capture(grey)
-    assert x[:, :32].mean() > x[:, 32:].mean() + 0.1, "the dim half is brightened"
+    assert x.dtype == np.uint8 and x[:, :32].mean() > x[:, 32:].mean() + 25, "the dim half is brightened"
+    whole = load(tmp_path / "p.json").apply(to_float(grey.image))
+    assert np.abs(x.astype(np.float32) / 255 - whole).max() <= 0.5 / 255 + 1e-6, "strips = the whole frame at once"
     xp, raw = pre.preview(grey)
     assert xp.shape == (24, 32, 3) and raw.shape == (24, 32, 3)
     with pytest.raises(ValueError, match="recalibrate at this camera size"):

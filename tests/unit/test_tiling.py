@@ -1,4 +1,5 @@
-"""Tiling: the plan covers every pixel once with enough context, and tiled == whole-image."""
+"""Tiling: the plan covers every pixel once with enough context, and tiled == whole-image (the engine's
+uint8 output, up to the rounding of a float tie), on a random model whose learned branch matters."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from edge import tiling
 from edge.enhancer import Enhancer
 from edge.imageio import to_uint8
-from tests.helpers import sample_rgb
+from tests.helpers import float_network, sample_rgb
 
 
 @pytest.mark.parametrize("fixed", [False, True])
@@ -47,14 +48,15 @@ def test_non_square_grid_and_overhead():
 
 
 def _compare(enh_whole, enh_tiled, img):
-    a = enh_whole.run_network(img)
-    b = enh_tiled.run_network(img)
-    assert a.shape == b.shape == img.shape
-    diff = np.abs(a - b).max()
-    assert diff <= 1e-4, f"float max diff {diff}"
-    a8, b8 = to_uint8(a), to_uint8(b)
-    d8 = np.abs(a8.astype(int) - b8.astype(int))
-    assert d8.max() <= 1 and (d8 > 0).mean() <= 1e-3
+    px = to_uint8(img)
+    a = enh_whole.run_network(px)
+    b = enh_tiled.run_network(px)
+    assert a.shape == b.shape == img.shape and a.dtype == b.dtype == np.uint8
+    d8 = np.abs(a.astype(int) - b.astype(int))
+    assert d8.max() <= 1 and (d8 > 0).mean() <= 1e-3, f"max diff {d8.max()}, {(d8 > 0).mean():.2e} of samples"
+    # FP16 pixels (11 significant bits) show the same at a finer grain
+    a16, b16 = (e.run_network(img.astype(np.float16)).astype(np.float32) for e in (enh_whole, enh_tiled))
+    assert np.abs(a16 - b16).max() <= 2 ** -10
     return b
 
 
@@ -69,7 +71,7 @@ def test_tiled_equals_whole_random_sizes(tiny_model):
         tile = int(rng.choice([64, 96, 128, 200, 256, 512]))
         tiled = Enhancer(whole.engine, whole.card, tile=tile, batch=int(rng.integers(1, 5)))
         out = _compare(whole, tiled, img)
-        assert np.ptp(out - img) > 0.05, "the test model must change the image, or the test proves nothing"
+        assert np.ptp(out / 255 - img) > 0.05, "the test model must change the image, or the test proves nothing"
 
 
 def test_tiled_equals_whole_odd_and_tiny_images(tiny_model):
@@ -83,16 +85,15 @@ def test_tiled_equals_whole_odd_and_tiny_images(tiny_model):
 def test_fixed_shape_tiles_equal_whole(tiny_model):
     """Border windows shift inward (fixed-shape engines) and stay exact."""
     whole, _ = Enhancer.open(tiny_model, "onnxruntime", tile=0)
-    img = sample_rgb()[:350, :610]
+    img = to_uint8(sample_rgb()[:350, :610])
     p = tiling.plan(350, 610, 128, whole.card.receptive_field, 2, fixed=True)
     assert p.tile_h == p.tile_w == 128 and p.grid[0] != p.grid[1]
-    chw = np.ascontiguousarray(img.transpose(2, 0, 1))
-    out = np.empty_like(chw)
+    out = np.empty_like(img)
     for t in p.tiles:
-        r = whole.engine.infer(tiling.extract(chw, t)[None])[0]
+        r = whole.engine.infer(tiling.extract(img, t)[None])[0]
         tiling.place(out, r, t)
-    ref = whole.run_network(img)
-    assert np.abs(out.transpose(1, 2, 0) - ref).max() <= 1e-4
+    d = np.abs(out.astype(int) - whole.run_network(img))
+    assert d.max() <= 1 and (d > 0).mean() <= 1e-3
 
 
 def test_shipped_model_tiled_equals_whole():
@@ -111,15 +112,18 @@ def test_scaled_model_resamples_then_tiles(scaled_model):
 
 
 def test_receptive_field_in_the_card_is_right(tiny_model):
-    """A changed input pixel changes outputs within R of it and nowhere beyond."""
-    enh, _ = Enhancer.open(tiny_model, "onnxruntime", tile=0)
+    """A changed input pixel changes outputs within R of it and nowhere beyond (the float network itself:
+    the halo is its property, not the pixels')."""
+    from edge.modelcard import load_card
+
+    net = float_network(tiny_model)
     rng = np.random.default_rng(0)
-    img = rng.random((160, 160, 3), dtype=np.float32)
-    a = enh.run_network(img)
+    img = rng.random((1, 3, 160, 160), dtype=np.float32)
+    a = net(img)
     for y, x in [(80, 80), (81, 79)]:
         b_img = img.copy()
-        b_img[y, x] += 0.5
-        ys, xs = np.nonzero(np.abs(enh.run_network(b_img) - a).max(axis=2) > 0)
+        b_img[..., y, x] += 0.5
+        ys, xs = np.nonzero(np.abs(net(b_img) - a)[0].max(axis=0) > 0)
         reach = max(abs(ys - y).max(), abs(xs - x).max())
-        R = enh.card.receptive_field
+        R = load_card(tiny_model).receptive_field
         assert R - 2 <= reach <= R, (reach, R)
