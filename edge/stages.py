@@ -21,7 +21,7 @@ from edge.imageio import to_uint8, to_uint16
 from edge.profile import Profile
 from edge.sources import Frame
 
-STRIP_ROWS = 64          # rows of a frame in float at a time (calibration, 16-bit conversion)
+STRIP_ROWS = 32          # rows of a frame in float at a time (calibration, 16-bit conversion)
 
 
 def to_float(image: np.ndarray) -> np.ndarray:

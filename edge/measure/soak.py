@@ -10,8 +10,9 @@ after a warm-up (the first quarter of the run, at least one minute), RSS
 must not keep rising (least-squares slope over the rest of the run, and the
 second half's median against the first half's), descriptors and threads must
 stay within a small margin of their warm-up level, latency must not drift up,
-and every acknowledged capture must be intact. Exit status 0 = stable, 1 = a
-figure grew or a capture was lost.
+and every acknowledged capture must be intact. It also reports the peak RSS
+(VmHWM) and a capture's stage times (as `bench --pipeline` does). Exit status
+0 = stable, 1 = a figure grew or a capture was lost.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import numpy as np
 
 from edge.control import request
 from edge.imageio import atomic_write
-from edge.measure.pipeline import proc_stats, wait_running
+from edge.measure.pipeline import proc_stats, stage_figures, wait_running
 
 RSS_SLOPE_MB_PER_MIN = 0.5     # sustained growth above this after warm-up is a leak
 RSS_HALVES_MB = 5.0            # ... and the second half's peak must then also exceed the first half's by this
@@ -107,6 +108,7 @@ def run(args) -> int:
     samples: list[dict] = []
     captures: dict[str, str] = {}
     capture_lat: list[float] = []
+    timings: list[dict] = []
     failures: list[str] = []
     print(f"soak: {args.minutes:g} min, simulated camera {args.size} @ {args.fps} fps, a capture every "
           f"{args.capture_every:g} s, samples every {args.sample_every:g} s; state in {state}", file=sys.stderr)
@@ -133,6 +135,7 @@ def run(args) -> int:
                 if reply.get("ok"):
                     captures[reply["path"]] = reply["sha256"]
                     capture_lat.append(time.monotonic() - c0)
+                    timings.append(reply.get("timings") or {})
                 else:
                     failures.append(f"capture refused at {now - t0:.0f} s: {reply.get('error')}")
             if now >= next_sample:
@@ -168,6 +171,8 @@ def run(args) -> int:
               "capture_latency_s": {"median": round(statistics.median(lat), 3) if lat else None,
                                     "p95": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3) if lat else None,
                                     "max": round(lat[-1], 3) if lat else None},
+              "capture_stages_s": stage_figures(timings),
+              "peak_rss_mb": max((s["peak_rss_mb"] for s in samples), default=None),
               "disk_used_mb": round(sum(f.stat().st_size for f in state.rglob("*") if f.is_file()) / 1e6, 1),
               **figures, "verdict": "stable" if not problems else "GROWS OR FAILS: " + "; ".join(problems),
               "samples": samples}
