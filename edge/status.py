@@ -19,15 +19,27 @@ from edge.storage import Storage
 WARNING_WIDTH = 110        # characters of a warning on the preview's status bar
 
 
+def process_memory() -> dict:
+    """This process's resident memory now and at its peak (the kernel's high-water mark), in MB."""
+    try:
+        lines = open("/proc/self/status").read().splitlines()
+    except OSError:
+        return {}
+    kb = {ln.split(":")[0]: int(ln.split()[1]) for ln in lines if ln.startswith(("VmRSS:", "VmHWM:"))}
+    return {"rss_mb": round(kb.get("VmRSS", 0) / 1024, 1), "peak_rss_mb": round(kb.get("VmHWM", 0) / 1024, 1)}
+
+
 class StatusBoard:
     def __init__(self, camera: CameraSupervisor, inference: InferenceLoop, captures: CaptureQueue,
                  writer: CaptureWriter, storage: Storage, notices: Notices, model: tuple[str, str], backend: str,
-                 stopping: threading.Event):
-        """model: (name, version) from the model card; backend: the engine's name."""
+                 stopping: threading.Event, engine_memory=lambda: None):
+        """model: (name, version) from the model card; backend: the engine's name; engine_memory: what the
+        engine holds outside RSS (Engine.memory)."""
         self.preview: PreviewLoop | None = None     # attached once built (it shows this board's lines)
         self.camera, self.inference, self.captures, self.writer = camera, inference, captures, writer
         self.storage, self.notices, self.backend, self.stopping = storage, notices, backend, stopping
         self.model_name, self.model_version = model
+        self.engine_memory = engine_memory
         self.started = time.time()
 
     def state(self) -> str:
@@ -46,6 +58,7 @@ class StatusBoard:
                 "last_capture": self.writer.last_capture, "free_mb": round(self.storage.free_mb(), 1),
                 "preview": {"sink": self.preview.sink.kind, "why": self.preview.sink.why,
                             "shown": self.preview.shown} if self.preview else None,
+                "memory": {**process_memory(), "engine": self.engine_memory()},
                 "warnings": self.notices.messages()}
 
     def lines(self) -> list[str]:

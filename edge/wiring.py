@@ -43,6 +43,7 @@ from edge.profile import Profile, ProfileError, load
 from edge.service import Notifier, setup_logging
 from edge.sinks import Sink
 from edge.sinks.auto import open_preview
+from edge.heap import bound_heap
 from edge.stages import Postprocess, Preprocess
 from edge.status import StatusBoard
 from edge.storage import Storage
@@ -165,7 +166,7 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     inference = InferenceLoop(enhancer, pre, Postprocess(cfg["capture"]["format"]), latest, captures, writer,
                               slot.put, lambda: supervisor.error, notices, stopping, clock)
     board = StatusBoard(supervisor, inference, captures, writer, storage, notices, (card.name, card.version),
-                        engine.name, stopping)
+                        engine.name, stopping, engine.memory)
     preview = board.preview = PreviewLoop(sink, slot, cfg["preview"], board.lines, board.warning, captures.submit,
                                           notices, stopping, keys)
     control = ControlServer(socket_path(state), board.status, captures.submit)
@@ -179,6 +180,7 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
 def run(args, twins: Twins | None = None) -> int:
     """`phonescope run`: the configuration (defaults < file < flags), then the daemon until SIGTERM."""
     setup_logging()
+    bound_heap()
     overrides = {"camera": {"source": args.source}, "storage": {"state_dir": args.state_dir},
                  "model": {"path": args.model}}
     cfg = config.load(args.config, overrides)

@@ -140,6 +140,8 @@ def make_tensorrt(tile=(128, 128), max_batch=4, fail_with: BaseException | None 
     class Engine:
         names = ("pixels", "enhanced", "nonfinite")
         num_io_tensors = 3
+        # the context's scratch for the profile's largest batch (a stand-in figure: 24 FP16 channels a pixel)
+        device_memory_size_v2 = max_batch * tile[0] * tile[1] * 24 * 2
 
         def __init__(self, onnx_path):
             import onnx

@@ -78,6 +78,11 @@ class Engine(ABC):
         backend can measure that; None where the device is the host (the caller times infer())."""
         return None
 
+    def memory(self) -> dict | None:
+        """What the engine holds outside the process's RSS (a GPU's memory), in MB; None where it is
+        all host memory (RSS says it)."""
+        return None
+
     def close(self) -> None:
         pass
 

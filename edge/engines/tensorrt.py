@@ -136,6 +136,16 @@ class TensorRTEngine(Engine):
                                     cuda.mem_alloc(hf.nbytes), cuda.Event()))
         self.device_name = (probe_gpu(self.device_index) or (cuda.Device(self.device_index).name(), ""))[0]
         self.provider = f"TensorRT {trt.__version__}, {self.device_name}"
+        # activations (the execution context's scratch, sized by the profile's largest batch of tiles)
+        self.activation_bytes = int(getattr(e, "device_memory_size_v2", None) or getattr(e, "device_memory_size", 0))
+
+    def memory(self) -> dict:
+        """Device memory by the tile and batch the plan was built for: activations and the I/O slots
+        (on a Jetson it is the same RAM the CPU uses), and the pinned host buffers."""
+        io = sum(s.host_in.nbytes + s.host_out.nbytes + s.host_flag.nbytes for s in self.slots)
+        return {"device_mb": round((self.activation_bytes + io) / 2 ** 20, 1),
+                "activations_mb": round(self.activation_bytes / 2 ** 20, 1), "pinned_host_mb": round(io / 2 ** 20, 1),
+                "tile": list(self.spec.fixed_shape), "batch": self.spec.max_batch}
 
     # -- inference -----------------------------------------------------------------------
     def _bind(self, slot: _Slot, n: int) -> None:

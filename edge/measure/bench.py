@@ -41,15 +41,21 @@ def bench_frame(width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(np.tile(row, (reps[0], reps[1], 1))[:height, :width])
 
 
-def time_enhance(enh: Enhancer, frame: np.ndarray, repeat: int) -> tuple[float, np.ndarray]:
-    """Median seconds of a capture's enhancement (model grid, tiles, engine), after a warm-up."""
-    out = enh.run_network(enh.resample(frame))  # warm-up (allocations, kernel selection)
-    times = []
+def time_runs(enhancers: list[Enhancer], frame: np.ndarray, repeat: int,
+              network: list | None = None) -> list[tuple[float, np.ndarray]]:
+    """[(median seconds, output)] of a capture's enhancement (model grid, tiles, engine) by each enhancer,
+    after a warm-up, one run of each in turn: a CPU whose speed drifts (a shared VM) moves all alike.
+    network: gets the seconds the first one's network itself ran in each run, where the engine measures it."""
+    outs = [e.run_network(e.resample(frame)) for e in enhancers]   # warm-up (allocations, kernel selection)
+    times: list[list[float]] = [[] for _ in enhancers]
     for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        out = enh.run_network(enh.resample(frame))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for k, e in enumerate(enhancers):
+            t0 = time.perf_counter()
+            outs[k] = e.run_network(e.resample(frame))
+            times[k].append(time.perf_counter() - t0)
+            if k == 0 and network is not None and e.last.network_s:
+                network.append(e.last.network_s)
+    return [(statistics.median(t), o) for t, o in zip(times, outs)]
 
 
 def parse_size(s: str) -> tuple[int, int]:
@@ -91,7 +97,8 @@ def capture_figures(enh: Enhancer, w: int, h: int, repeat: int, peaks: dict | No
     card = enh.card
     frame = bench_frame(w, h)
     oh, ow = enh.output_size(h, w)
-    t_e2e, _ = time_enhance(enh, frame, repeat)
+    network: list[float] = []
+    ((t_e2e, _),) = time_runs([enh], frame, repeat, network)
     align = max(card.alignment, enh.engine.spec.alignment)
     p = tiling.plan(tiling.align_up(oh, align), tiling.align_up(ow, align), enh.tile, card.receptive_field, align,
                     enh.fixed)
@@ -114,7 +121,10 @@ def capture_figures(enh: Enhancer, w: int, h: int, repeat: int, peaks: dict | No
             "batch": enh.batch, "tiles": len(p.tiles), "grid": list(p.grid), "halo_overhead": round(p.overhead, 4),
             "end_to_end": figures(t_e2e) | {"note": "uint8 frame -> model grid, tiles, engine, uint8 output"},
             "device_only": figures(t_dev) | {"note": how},
-            "host_overhead": round(t_e2e / t_dev - 1, 4) if t_dev else None,
+            "network_in_run_ms": round(statistics.median(network) * 1e3, 2) if network else None,
+            "host_overhead": round(t_e2e / statistics.median(network) - 1, 4) if network else None,
+            "host_overhead_note": "end to end over the network's own time in the same runs, minus 1 (where the "
+                                  "engine measures it: ONNX Runtime, torch on a CPU)",
             "end_to_end_over_device": round(t_e2e / t_dev, 3) if t_dev else None}
 
 
@@ -142,7 +152,8 @@ def run(args) -> int:
     if given and (peaks or len(given) == len(flags)):  # a partial override needs the known device's other peak
         peaks = dict(peaks or {}, **given, source="/".join(flags[k][0] for k in given))
     print(f"benchmarking {card.name} on {w}x{h} ({engine.name}), {args.repeat} runs each...", file=sys.stderr)
-    t_tiled, out_tiled = time_enhance(tiled, frame, args.repeat)
+    runs = time_runs([tiled] + ([whole] if whole is not None else []), frame, args.repeat)
+    t_tiled, out_tiled = runs[0]
     align = max(card.alignment, engine.spec.alignment)
     p = tiling.plan(tiling.align_up(oh, align), tiling.align_up(ow, align), tiled.tile, card.receptive_field, align,
                     tiled.fixed)
@@ -159,7 +170,7 @@ def run(args) -> int:
         "flops_per_pixel": flops,
     }
     if whole is not None:
-        t_whole, out_whole = time_enhance(whole, frame, args.repeat)
+        t_whole, out_whole = runs[1]
         result["whole_image"] = {"seconds": round(t_whole, 4), "megapixels_per_s": round(mpx / t_whole, 3),
                                  "gflop_per_s": round(flops * oh * ow / t_whole / 1e9, 2)}
     result["tiled"] = {"tile": tiled.tile, "batch": tiled.batch, "halo": card.receptive_field, "grid": list(p.grid),

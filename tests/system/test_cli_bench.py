@@ -22,6 +22,9 @@ def test_bench_reports_capture_figures_and_roofline(tmp_path):
     assert d["roofline"]["bytes_per_pixel"] > 0 and len(d["roofline"]["layers"]) == 12
     assert d["machine"]["peaks"]["source"] == "--peak-tflops/--peak-bandwidth"
     assert d["tiled_vs_whole_max_abs_diff"] == 0.0
+    # the host's share: end to end over the network's own time in the same runs (ONNX Runtime measures it)
+    assert c["network_in_run_ms"] > 0 and c["end_to_end"]["ms"] >= c["network_in_run_ms"]
+    assert 0 <= c["host_overhead"] < 1
 
 
 def test_bench_backend_choices():

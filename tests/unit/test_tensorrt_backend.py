@@ -50,11 +50,15 @@ def test_a_plan_runs_tiles_through_two_buffer_slots(runtime, tiny_model):
     small = np.ascontiguousarray(sample_rgb()[:96, :128])           # the daemon's self-test crop
     r = card.receptive_field
     assert np.abs(enh.enhance(small)[:96 - r] - ref.enhance(small)[:96 - r]).max() <= 1e-4
+    mem = engine.memory()   # device memory bounded by the plan's tile and batch: activations + two I/O slots
+    io = 2 * (2 * 4 * 128 * 128 * 3 + 4 * 4) / 2 ** 20
+    assert mem["tile"] == [128, 128] and mem["batch"] == 4 and mem["pinned_host_mb"] == round(io, 1)
+    assert mem["device_mb"] == round(4 * 128 * 128 * 48 / 2 ** 20 + io, 1)
     slots = list(engine.slots)
     engine.close()
     engine.close()
     assert calls.push == calls.pop and calls.detach == 1
-    assert all(s.dev_in.freed and s.dev_out.freed for s in slots)
+    assert all(s.dev_in.freed and s.dev_out.freed and s.dev_flag.freed for s in slots)
 
 
 @pytest.mark.parametrize("error", [MemoryError("cuMemAlloc failed: out of memory"),
