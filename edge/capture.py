@@ -74,6 +74,8 @@ def disk_full(e: StorageFull, notices: Notices) -> DiskFull:
 class CaptureRequest:
     sample_id: str | None
     origin: str                      # "socket", "key", "interval"
+    session_id: str | None = None    # the operator's session at the kiosk (a sample id scanned there)
+    operator_id: str | None = None
     t: float = field(default_factory=time.monotonic)   # frames grabbed after this count
     result: Future = field(default_factory=Future)     # -> Stored, or a CaptureError
 
@@ -95,12 +97,14 @@ class CaptureQueue:
     """Admission and a bounded FIFO from the callers (socket, keys, interval) to the inference loop."""
 
     def __init__(self, check_space: Callable[[], None], notices: Notices, stopping: threading.Event,
-                 size: int = CAPTURE_QUEUE):
+                 size: int = CAPTURE_QUEUE, operator_id: str | None = None):
+        """operator_id: the kiosk's operator from the config, for captures that name none."""
         self.check_space, self.notices, self.stopping = check_space, notices, stopping
-        self.size = size
+        self.size, self.operator_id = size, operator_id or None
         self.pending: queue.Queue[CaptureRequest] = queue.Queue(maxsize=size)
 
-    def submit(self, sample_id: str | None, origin: str) -> CaptureRequest:
+    def submit(self, sample_id: str | None, origin: str, session_id: str | None = None,
+               operator_id: str | None = None) -> CaptureRequest:
         if self.stopping.is_set():
             raise Stopping("daemon is stopping")
         try:
@@ -110,7 +114,7 @@ class CaptureQueue:
             raise disk_full(e, self.notices) from None
         except StorageError as e:
             raise BadSampleId(str(e)) from None
-        req = CaptureRequest(sample_id, origin)
+        req = CaptureRequest(sample_id, origin, session_id, operator_id or self.operator_id)
         try:
             self.pending.put_nowait(req)
         except queue.Full:
@@ -143,10 +147,12 @@ class CaptureWriter:
         self.jobs: queue.Queue = queue.Queue()
         self.captures_done = 0
         self.last_capture: dict | None = None
+        self.on_saved: list[Callable[[Stored, np.ndarray], None]] = []   # (stored, enhanced image) once durable
 
-    def put(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict) -> None:
-        """An enhanced capture (RGB uint8/uint16 on the output grid) to store."""
-        self.jobs.put((req, frame, image, timings))
+    def put(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict,
+            focus_score: float | None = None) -> None:
+        """An enhanced capture (RGB uint8/uint16 on the output grid) to store, with its frame's focus score."""
+        self.jobs.put((req, frame, image, timings, focus_score))
 
     def finish(self) -> None:
         """Store what is queued, then end run()."""
@@ -166,7 +172,8 @@ class CaptureWriter:
                 log.exception("capture failed")
                 req.fail(StoreFailed(f"capture failed: {type(e).__name__}: {e}"))
 
-    def _store(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict) -> Stored:
+    def _store(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict,
+               focus_score: float | None) -> Stored:
         t0 = time.monotonic()
         fmt, bits = self.cfg["format"], 16 if image.dtype == np.uint16 else 8
         data = encode(image, EXTS[fmt], bits, self.cfg["jpeg_quality"])
@@ -177,6 +184,8 @@ class CaptureWriter:
         if frame.sensor_t is not None:
             camera["sensor_time_s"] = frame.sensor_t
         meta = {"origin": req.origin, "camera": camera, **self.static_meta,
+                "session": {"id": req.session_id, "operator": req.operator_id},
+                "focus_score": None if focus_score is None else round(focus_score, 3),
                 "output": {"width": image.shape[1], "height": image.shape[0], "format": fmt, "bits": bits},
                 "timings": timings}
         try:
@@ -191,6 +200,11 @@ class CaptureWriter:
         self.last_capture = {"path": str(stored.image), "seq": stored.seq, "time": time.time(),
                              "timings": stored.times}
         self.notices.clear("storage")
+        for listener in self.on_saved:
+            try:
+                listener(stored, image)
+            except Exception:   # the preview's thumbnail must never fail a capture that is already durable
+                log.exception("capture %d: a listener failed", stored.seq)
         log.info("capture %d saved: %s", stored.seq, stored.image,
                  extra={"CAPTURE_SEQ": stored.seq, "CAPTURE_PATH": str(stored.image),
                         "CAPTURE_SHA256": stored.sha256, "SAMPLE_ID": req.sample_id or ""})

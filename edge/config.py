@@ -82,6 +82,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
         "format": (str, "png", _one_of("png", "tiff", "jpeg")),
         "jpeg_quality": (int, 90, _range(1, 100)),
     },
+    "operator": {
+        "id": (str, "", None),                   # the kiosk's operator, recorded with captures
+        "badge_prefix": (str, "OP:", None),      # a scanned id starting with this sets the operator instead
+    },
     "storage": {
         "state_dir": (str, "", None),
         "min_free_mb": ((int, float), 200, _range(0, 10 ** 7)),

@@ -60,8 +60,9 @@ class Daemon:
         self.next_status = self.next_space = now
         self.next_interval = now + self.interval_s if self.interval_s > 0 else None
 
-    def submit(self, sample_id: str | None, origin: str) -> CaptureRequest:
-        return self.captures.submit(sample_id, origin)
+    def submit(self, sample_id: str | None, origin: str, session_id: str | None = None,
+               operator_id: str | None = None) -> CaptureRequest:
+        return self.captures.submit(sample_id, origin, session_id, operator_id)
 
     def status(self) -> dict:
         return self.board.status()

@@ -22,6 +22,7 @@ from edge.camera_reader import LatestFrame
 from edge.capture import CaptureQueue, CaptureRequest, CaptureWriter, EngineFailed, FrameTimeout, Stopping
 from edge.enhancer import EngineError, Enhancer
 from edge.errors import EX_CONFIG, UserError
+from edge.focus import FocusMeter, focus_score
 from edge.imageio import read_image
 from edge.notices import Notices
 from edge.sources import Frame
@@ -60,6 +61,7 @@ class InferenceLoop:
         self.first_frame = threading.Event()
         self.frames = 0
         self.fps = 0.0                        # enhanced preview frames per second (moving average)
+        self.focus = FocusMeter()             # the raw preview frames' sharpness against the best seen lately
         self.latency_s = 0.0                  # frame grabbed -> enhanced preview ready (moving average)
 
     def run(self) -> None:
@@ -117,6 +119,7 @@ class InferenceLoop:
             return False
         self.notices.clear("engine")
         self.notices.clear("calibration")
+        self.focus.update(focus_score(raw), self.clock())
         self.publish(raw, self.post.preview(enhanced))
         return True
 
@@ -140,7 +143,7 @@ class InferenceLoop:
         image = self.post.capture(enhanced)
         t4 = time.monotonic()
         tiles = self.enhancer.last
-        self.writer.put(req, frame, image, {"frame_wait_s": round(t1 - t0, 4), "preprocess_s": round(t2 - t1, 4),
-                                            "inference_s": round(t3 - t2, 4),
-                                            "network_s": tiles.network_s and round(tiles.network_s, 4),
-                                            "postprocess_s": round(t4 - t3, 4)})
+        timings = {"frame_wait_s": round(t1 - t0, 4), "preprocess_s": round(t2 - t1, 4),
+                   "inference_s": round(t3 - t2, 4), "network_s": tiles.network_s and round(tiles.network_s, 4),
+                   "postprocess_s": round(t4 - t3, 4)}
+        self.writer.put(req, frame, image, timings, focus_score(frame.image))

@@ -3,8 +3,7 @@
 Every device that has Space or Enter is read: keyboards, USB barcode scanners, foot pedals that send
 Enter. Devices are opened non-blocking and never grabbed (others may read them too), and are rescanned
 every few seconds, so a scanner plugged in later works and one pulled out is dropped quietly.
-Space or Enter = "capture". Keys go through translate() so that typed characters + Enter (a sample id,
-issue 14) can be added on top of read_keys() without touching the device handling.
+Key-downs go through translate() into the operator's keys (edge/operator.py says what they mean).
 """
 from __future__ import annotations
 
@@ -37,15 +36,16 @@ def _chars() -> dict[int, tuple[str, str]]:
 
 
 def translate(code: int, shift: bool = False) -> tuple | None:
-    """A key-down as operator input: ("char", c), ("enter",), ("space",), ("esc",); None for other keys."""
+    """A key-down as operator input: ("char", c), ("enter",), ("space",), ("esc",), ("backspace",),
+    ("left",), ("right",), ("delete",); None for other keys."""
     if ecodes is None:
         return None
     if code in (ecodes.KEY_ENTER, ecodes.KEY_KPENTER):
         return ("enter",)
-    if code == ecodes.KEY_SPACE:
-        return ("space",)
-    if code == ecodes.KEY_ESC:
-        return ("esc",)
+    named = {ecodes.KEY_SPACE: "space", ecodes.KEY_ESC: "esc", ecodes.KEY_BACKSPACE: "backspace",
+             ecodes.KEY_LEFT: "left", ecodes.KEY_RIGHT: "right", ecodes.KEY_DELETE: "delete"}
+    if code in named:
+        return (named[code],)
     pair = _chars().get(code)
     return ("char", pair[1] if shift else pair[0]) if pair else None
 
@@ -160,9 +160,9 @@ class EvdevKeys:
             if key is not None:
                 out.append(key)
 
-    def poll(self) -> list[str]:
-        """The operator's events since the last call: "capture" for Space or Enter."""
-        return ["capture" for k in self.read_keys() if k in (("enter",), ("space",))]
+    def poll(self) -> list[tuple]:
+        """The operator's keys since the last call (translated), oldest first."""
+        return self.read_keys()
 
     def close(self) -> None:
         for path in list(self.devices):

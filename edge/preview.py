@@ -2,9 +2,11 @@
 
 The inference loop puts its newest (raw, enhanced) pair in a PreviewSlot; the
 preview thread composes it with a status bar at most max_fps times a second and
-hands it to the sink (edge/sinks/). Keys the operator presses in the sink
-come back as events ("capture"). A failing sink (a full disk under the
-preview file) is said once and retried; it never stops the daemon.
+hands it to the sink (edge/sinks/). Keys the operator presses in the sink, or
+on keyboards, scanners and pedals read apart from it, go to the operator's
+state (edge/operator.py), whose actions it carries out: a capture with the
+current sample id and session, a review flag. A failing sink (a full disk
+under the preview file) is said once and retried; it never stops the daemon.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import numpy as np
 
 from edge.capture import CaptureError
 from edge.notices import Notices
+from edge.operator import Action, OperatorState
 from edge.sinks import Sink
+from edge.storage import StorageError, Stored
 
 log = logging.getLogger("phonescope")
 
@@ -69,12 +73,16 @@ class PreviewLoop:
     """The preview thread: newest picture to the sink, the operator's keys to captures."""
 
     def __init__(self, sink: Sink, slot: PreviewSlot, cfg_preview: dict, status_lines: Callable[[], list[str]],
-                 warning_line: Callable[[], str | None], submit: Callable[[str | None, str], object],
-                 notices: Notices, stopping: threading.Event, keys=None):
-        """keys: the operator's keyboards outside the sink (edge.keys.EvdevKeys on a kiosk without X), or None."""
+                 warning_line: Callable[[], str | None], submit: Callable[..., object],
+                 notices: Notices, stopping: threading.Event, keys=None, operator: OperatorState | None = None,
+                 flag: Callable[[int, str | None], None] | None = None):
+        """keys: the operator's keyboards outside the sink (edge.keys.EvdevKeys on a kiosk without X), or None;
+        submit(sample_id, origin, session_id, operator_id): a capture; flag(seq, review): a review flag."""
         self.sink, self.slot, self.cfg, self.keys = sink, slot, cfg_preview, keys
         self.status_lines, self.warning_line, self.submit = status_lines, warning_line, submit
         self.notices, self.stopping = notices, stopping
+        self.operator = operator or OperatorState()
+        self.flag = flag
         self.shown = 0          # pictures the sink took: `status` shows whether the screen is being updated
 
     def run(self) -> None:
@@ -101,13 +109,31 @@ class PreviewLoop:
                 last_error = None
             if self.keys is not None:
                 events = events + self.keys.poll()
-            for ev in events:
-                if ev == "capture":
-                    try:
-                        self.submit(None, "key")
-                    except CaptureError as e:
-                        self.notices.set("busy", str(e))
+            for key in events:
+                self.act(self.operator.key(key))
             self.stopping.wait(max(0.0, period - (time.monotonic() - t0)))
         self.sink.close()
         if self.keys is not None:
             self.keys.close()
+
+    def act(self, action: Action | None) -> None:
+        """Carry out what the operator's key asked for; refusals go on the screen, never raise."""
+        if action is None:
+            return
+        if action.kind == "capture":
+            try:
+                self.submit(action.sample_id, "key", action.session_id, action.operator_id)
+            except CaptureError as e:
+                self.notices.set("busy", str(e))
+                self.operator.message = f"capture refused: {e}"
+        elif action.kind == "flag" and self.flag is not None:
+            try:
+                self.flag(action.seq, "retake")
+                log.info("capture %d flagged retake by the operator", action.seq,
+                         extra={"CAPTURE_SEQ": action.seq, "REVIEW": "retake"})
+            except StorageError as e:
+                self.operator.message = f"could not flag #{action.seq}: {e}"
+
+    def saved(self, stored: Stored, image) -> None:
+        """A capture became durable (the writer's thread): the newest one to review."""
+        self.operator.captured(stored.seq)

@@ -58,6 +58,9 @@ class StatusBoard:
                 "last_capture": self.writer.last_capture, "free_mb": round(self.storage.free_mb(), 1),
                 "preview": {"sink": self.preview.sink.kind, "why": self.preview.sink.why,
                             "shown": self.preview.shown} if self.preview else None,
+                "focus": {"score": round(inf.focus.score, 2), "level": round(inf.focus.level, 3),
+                          "adjust": inf.focus.adjust_focus},
+                "operator": self.preview.operator.describe() if self.preview else None,
                 "memory": {**process_memory(), "engine": self.engine_memory()},
                 "warnings": self.notices.messages()}
 

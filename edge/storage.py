@@ -102,6 +102,14 @@ CREATE TABLE IF NOT EXISTS captures (
     status TEXT NOT NULL DEFAULT 'ok'
 );
 """
+# catalogue versions (PRAGMA user_version) and what each adds to a catalogue of the one before
+MIGRATIONS = {
+    2: ["ALTER TABLE captures ADD COLUMN focus_score REAL",
+        "ALTER TABLE captures ADD COLUMN session_id TEXT",
+        "ALTER TABLE captures ADD COLUMN operator_id TEXT",
+        "ALTER TABLE captures ADD COLUMN review TEXT"],       # NULL, or "retake": flagged at the kiosk
+}
+REVIEW_FLAGS = ("retake",)
 
 
 class Storage:
@@ -119,6 +127,32 @@ class Storage:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older catalogue up to this version's columns, one version per transaction."""
+        (version,) = self.db.execute("PRAGMA user_version").fetchone()
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(captures)")}
+        for v in sorted(k for k in MIGRATIONS if k > max(version, 1)):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in MIGRATIONS[v]:
+                    column = stmt.split("ADD COLUMN ")[1].split()[0]
+                    if column not in have:
+                        self.db.execute(stmt)
+                self.db.execute(f"PRAGMA user_version = {v}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def flag(self, seq: int, review: str | None) -> None:
+        """Record the operator's review of a capture ("retake", or None to clear it); nothing is deleted.
+        StorageError for an unknown capture or flag."""
+        if review not in REVIEW_FLAGS + (None,):
+            raise StorageError(f"unknown review flag {review!r} (known: {', '.join(REVIEW_FLAGS)})")
+        if self.db.execute("UPDATE captures SET review=? WHERE seq=?", (review, seq)).rowcount != 1:
+            raise StorageError(f"no capture #{seq} in the catalogue")
 
     # -- free space -------------------------------------------------------
     def free_mb(self) -> float:
@@ -216,12 +250,14 @@ class Storage:
     def _insert(self, seq: int, meta: dict, image: Path, raw: Path | None, sidecar: Path) -> None:
         rel = lambda p: str(p.relative_to(self.root)) if p else None
         model = meta.get("model") or {}
+        session = meta.get("session") or {}
         self.db.execute(
             "INSERT INTO captures (seq, time_utc, clock, sample_id, image, raw, sidecar, sha256, bytes, model, "
-            "backend) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "backend, focus_score, session_id, operator_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (seq, meta["time_utc"], meta["clock"], meta.get("sample_id"), rel(image), rel(raw), rel(sidecar),
              meta["image_sha256"], meta["image_bytes"],
-             f"{model.get('name')} {model.get('version')}" if model else None, meta.get("backend")))
+             f"{model.get('name')} {model.get('version')}" if model else None, meta.get("backend"),
+             meta.get("focus_score"), session.get("id"), session.get("operator")))
 
     # -- reading / recovery ---------------------------------------------------
     def rows(self) -> list[dict]:

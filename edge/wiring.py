@@ -38,6 +38,7 @@ from edge.inference import InferenceLoop, self_test
 from edge.lock import InstanceLock
 from edge.modelcard import DEFAULT_MODEL, ModelCard, ModelError
 from edge.notices import Notices
+from edge.operator import OperatorState
 from edge.preview import PreviewLoop, PreviewSlot
 from edge.profile import Profile, ProfileError, load
 from edge.service import Notifier, setup_logging
@@ -153,7 +154,7 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     supervisor = CameraSupervisor(cam["source"], cam["fps"], clock)
     latest, slot = LatestFrame(), PreviewSlot()
     reader = CameraReader(lambda: (twins.open_source or open_source)(cfg), supervisor, latest)
-    captures = CaptureQueue(storage.check_space, notices, stopping)
+    captures = CaptureQueue(storage.check_space, notices, stopping, operator_id=cfg["operator"]["id"])
     pre = Preprocess(profile, enhancer.resample, cfg["preview"]["width"], enhancer.pixel_type)
     model_path = Path(m["path"]) if m["path"] else DEFAULT_MODEL
     writer = CaptureWriter(
@@ -167,8 +168,11 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
                               slot.put, lambda: supervisor.error, notices, stopping, clock)
     board = StatusBoard(supervisor, inference, captures, writer, storage, notices, (card.name, card.version),
                         engine.name, stopping, engine.memory)
+    op = cfg["operator"]
+    operator = OperatorState(operator_prefix=op["badge_prefix"], operator_id=op["id"] or None)
     preview = board.preview = PreviewLoop(sink, slot, cfg["preview"], board.lines, board.warning, captures.submit,
-                                          notices, stopping, keys)
+                                          notices, stopping, keys, operator, storage.flag)
+    writer.on_saved.append(preview.saved)
     control = ControlServer(socket_path(state), board.status, captures.submit)
     undo.callback(control.close)
     return Daemon(lock=lock, storage=storage, supervisor=supervisor, reader=reader, inference=inference,

@@ -12,7 +12,8 @@ class Sink(ABC):
 
     @abstractmethod
     def show(self, rgb: np.ndarray) -> list[str]:
-        """Show one RGB uint8 picture; returns the operator's events since the last call ("capture")."""
+        """Show one RGB uint8 picture; returns the operator's keys pressed in it since the last call, as
+        edge.operator takes them (("space",), ("char", "A"), ...)."""
 
     def close(self) -> None:
         pass

@@ -1,4 +1,4 @@
-"""window: an OpenCV full-screen window on the HDMI display (X11 or Wayland); space/Enter = capture."""
+"""window: an OpenCV full-screen window on the HDMI display (X11 or Wayland), and the keys pressed in it."""
 from __future__ import annotations
 
 import ctypes
@@ -32,8 +32,23 @@ def x11_screen_size() -> tuple[int, int] | None:
         x11.XCloseDisplay(d)
 
 
+# HighGUI's waitKeyEx codes (X keysyms under Qt and GTK) -> the operator's keys (edge/operator.py)
+NAMED_KEYS = {13: "enter", 10: "enter", 32: "space", 27: "esc", 8: "backspace", 65288: "backspace",
+              65361: "left", 65363: "right", 65535: "delete", 65421: "enter", 65293: "enter"}
+
+
+def window_key(code: int) -> tuple | None:
+    """A waitKeyEx code as the operator's key; None for no key (-1) and keys that mean nothing here."""
+    if code < 0:
+        return None
+    if code in NAMED_KEYS:
+        return (NAMED_KEYS[code],)
+    c = code & 0xFFFF
+    return ("char", chr(c)) if 33 <= c < 127 else None
+
+
 class WindowSink(Sink):
-    """OpenCV full-screen window on the HDMI display; returns key events ('capture')."""
+    """OpenCV full-screen window on the HDMI display; returns the operator's keys pressed in it."""
 
     kind = "window"
     NAME = "phonescope"
@@ -56,8 +71,13 @@ class WindowSink(Sink):
             if size:  # a kiosk X server often runs without a window manager to honour "full screen"
                 cv2.moveWindow(self.NAME, 0, 0)
                 cv2.resizeWindow(self.NAME, *size)
-        key = cv2.waitKey(1) & 0xFF
-        return ["capture"] if key in (ord(" "), 13) else []
+        keys = []
+        for _ in range(64):   # everything typed since the last picture (a scanner types a whole id at once)
+            key = window_key(cv2.waitKeyEx(1))
+            if key is None:
+                break
+            keys.append(key)
+        return keys
 
     def close(self) -> None:
         cv2.destroyAllWindows()

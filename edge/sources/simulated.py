@@ -1,13 +1,17 @@
-"""The simulated phone camera: pans across the shipped sample slides.
+"""The simulated phone camera: pans within one sample slide at a time, drifting in and out of focus.
 
-Each pan position is a crop of a strip made of the sample reference images,
-degraded by the phone-optics simulator as the default model's phone would
-see it. Rendering a 1080p frame takes about a second on a CPU, so positions
-are rendered once, in a background thread, and played in a loop at a steady
-frame rate (the loop grows as positions become ready).
+Each slide (a shipped reference image, scaled to cover the frame) is panned across in POSITIONS steps
+of HOLD_S each; along the pan the focus drifts slowly from defocused (a Gaussian, DEFOCUS of the width)
+through sharp and back, so the preview's focus bar can be seen working. Every position is degraded by
+the phone-optics simulator as the default model's phone would see it (one noise and JPEG setting per
+slide, as a camera keeps its settings). A frame never shows two slides
+side by side: the camera goes back and forth over one slide PASSES times, then moves on to the next (a
+new slide on the stage). Rendering a 1080p frame takes about a second on a CPU, so a background thread
+renders the next slide while the current one plays; at most two slides' frames are held.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -20,61 +24,108 @@ from edge.simulator import DEFAULT_PHONE, degrade
 from edge.sources.base import Frame, Pacer, Source, SourceError
 
 SLIDES = SAMPLES / "reference"
+POSITIONS = 8              # pan positions per slide
+DEFOCUS = 0.012            # defocus blur at the ends of a pan: sigma in px per px of frame width
+PASSES = 4                 # times the camera goes over a slide (forth and back) before the next one
+HOLD_S = 0.5               # seconds at each position
 
 
-def slide_strip(height: int) -> np.ndarray:
-    """The sample references side by side, scaled to `height`, first one repeated at the end to wrap."""
+def slides(width: int, height: int) -> list[np.ndarray]:
+    """The sample references, each scaled to cover width x height (its own aspect kept)."""
     refs = [read_rgb8(p) for p in sorted(SLIDES.glob("*.jpg"))]
     if not refs:
         raise SourceError(f"simulated: no sample slides in {SLIDES}")
-    scaled = [cv2.resize(r, (max(1, round(r.shape[1] * height / r.shape[0])), height),
-                         interpolation=cv2.INTER_CUBIC if height > r.shape[0] else cv2.INTER_AREA) for r in refs]
-    return np.concatenate(scaled + scaled[:1], axis=1)
+    out = []
+    for r in refs:
+        s = max(height / r.shape[0], width / r.shape[1])
+        size = (max(width, round(r.shape[1] * s)), max(height, round(r.shape[0] * s)))
+        out.append(cv2.resize(r, size, interpolation=cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA))
+    return out
+
+
+def defocus(k: int, width: int, positions: int = POSITIONS) -> float:
+    """Defocus blur (sigma, px) at pan position k of a frame `width` px wide: DEFOCUS * width at the
+    ends of the pan, sharp in the middle."""
+    return DEFOCUS * width * (1 + math.cos(2 * math.pi * k / max(1, positions - 1))) / 2
+
+
+def pan_position(step: int, positions: int = POSITIONS) -> int:
+    """Position at step n of the back-and-forth pan over a slide."""
+    cycle = max(1, 2 * positions - 2)
+    k = step % cycle
+    return k if k < positions else cycle - k
 
 
 class SimulatedSource(Source):
     uri = "simulated"
 
-    def __init__(self, width: int, height: int, fps: float, positions: int = 8):
-        self.width, self.height, self.profile = width, height, DEFAULT_PHONE
-        strip = slide_strip(height)
-        span = strip.shape[1] - width
-        if span < 0:
-            strip = np.concatenate([strip] * (width // strip.shape[1] + 2), axis=1)
-            span = strip.shape[1] - width
-        self.strip = strip
-        self.offsets = [int(round(span * k / max(1, positions - 1))) for k in range(positions)]
-        self.frames: list[np.ndarray] = []
+    def __init__(self, width: int, height: int, fps: float, positions: int = POSITIONS):
+        self.width, self.height, self.profile, self.positions = width, height, DEFAULT_PHONE, positions
+        self.slides = slides(width, height)
+        self.hold = max(1, round(fps * HOLD_S))           # frames at each position
+        self.steps_per_slide = PASSES * (positions - 1) + 1
+        self.frames: dict[tuple[int, int], np.ndarray] = {}     # (slide number, position) -> rendered frame
+        self.slide = 0                                    # the slide under the camera (counts up, wraps the set)
+        self.n = 0                                        # frames read on this slide
         self.pacer = Pacer(fps)
         self.seq = 0
         self.ready = threading.Event()
         self.stop = threading.Event()
+        self.wanted = threading.Condition()
         self.thread = threading.Thread(target=self._render, name="simulated-camera", daemon=True)
         self.thread.start()
 
+    def _crop(self, slide: int, k: int) -> np.ndarray:
+        img = self.slides[slide % len(self.slides)]
+        span_x, span_y = img.shape[1] - self.width, img.shape[0] - self.height
+        x = round(span_x * k / max(1, self.positions - 1))
+        y = round(span_y * (0.5 + 0.5 * math.sin(math.pi * k / max(1, self.positions - 1))) / 2)
+        return img[y:y + self.height, x:x + self.width]
+
     def _render(self) -> None:
-        for k, x in enumerate(self.offsets):
-            if self.stop.is_set():
-                return
-            crop = self.strip[:, x:x + self.width]
-            phone, _ = degrade(crop, self.profile, seed=k)
-            self.frames.append(phone)
-            self.ready.set()
+        slide = 0
+        while not self.stop.is_set():
+            with self.wanted:   # render at most one slide ahead of the one being shown
+                self.wanted.wait_for(lambda: slide <= self.slide + 1 or self.stop.is_set())
+            for k in range(self.positions):
+                if self.stop.is_set():
+                    return
+                crop = self._crop(slide, k)
+                sigma = defocus(k, self.width, self.positions)
+                if sigma > 0.05:
+                    crop = cv2.GaussianBlur(crop, (0, 0), sigma)
+                self.frames[(slide, k)], _ = degrade(crop, self.profile, seed=slide)
+                self.ready.set()
+            slide += 1
+
+    def _next_slide_ready(self) -> bool:
+        return all((self.slide + 1, k) in self.frames for k in range(self.positions))
 
     def read(self) -> Frame:
         if not self.ready.wait(timeout=60):
             raise SourceError("simulated: no frame rendered within 60 s")
         self.pacer.wait()
-        n = len(self.frames)
-        # ping-pong over the rendered positions: a smooth back-and-forth pan
-        k = self.seq % max(1, 2 * n - 2) if n > 1 else 0
-        k = k if k < n else 2 * n - 2 - k
+        step = self.n // self.hold
+        if step >= self.steps_per_slide and self._next_slide_ready():   # the next slide on the stage
+            with self.wanted:
+                for k in range(self.positions):
+                    self.frames.pop((self.slide, k), None)
+                self.slide += 1
+                self.wanted.notify_all()
+            self.n = step = 0
+        k = pan_position(step, self.positions)
+        if (self.slide, k) not in self.frames:   # still rendering this slide: stay where it is ready
+            k = max(p for s, p in self.frames if s == self.slide)
+        self.n += 1
         self.seq += 1
-        return Frame(self.frames[k], self.seq, time.monotonic(),
-                     {"simulated_position": k, "phone_profile": self.profile.name})
+        return Frame(self.frames[(self.slide, k)], self.seq, time.monotonic(),
+                     {"simulated_slide": self.slide % len(self.slides), "simulated_position": k,
+                      "simulated_defocus_px": round(defocus(k, self.width, self.positions), 2), "phone_profile": self.profile.name})
 
     def close(self) -> None:
         self.stop.set()
+        with self.wanted:
+            self.wanted.notify_all()
         # let a frame being rendered finish: native code still running at interpreter exit aborts
         self.thread.join(timeout=5)
 

@@ -150,10 +150,10 @@ class QueuedKeys:
     """The operator's keyboard outside the sink (evdev on a kiosk without X): events handed out once."""
 
     def __init__(self):
-        self.events: list[str] = []
+        self.events: list[tuple] = []
         self.closed = False
 
-    def poll(self) -> list[str]:
+    def poll(self) -> list[tuple]:
         events, self.events = self.events, []
         return events
 
@@ -172,7 +172,7 @@ def test_the_capture_key(state, where):
         src.release()
         assert d.inference.first_frame.wait(10)
         shown = sink.shown
-        pressed.events.append("capture")
+        pressed.events.append(("space",))
         assert wait_until(lambda: sink.shown >= shown + 2, 5), "the preview thread took the key (and submitted)"
         assert not pressed.events
         src.release()
@@ -184,6 +184,34 @@ def test_the_capture_key(state, where):
         src.end()
         d.shutdown()
     assert keys.closed == (where == "keyboard"), "the preview thread closes the keyboards with its sink"
+
+
+def test_a_scanned_sample_id_a_capture_and_a_retake_flag_from_the_keyboard(state):
+    """What a barcode scanner types (characters + Enter), then Space: the capture carries the sample id, the
+    session, the configured operator and the frame's focus score; Left then Delete flags it "retake"."""
+    src, sink, keys = GatedCamera(), RecordingSink(), QueuedKeys()
+    d = build_daemon(state, source=src, sink=sink, keys=keys, **{"operator.id": "tech-1"})
+    d.start()
+    try:
+        src.release()
+        assert d.inference.first_frame.wait(10)
+        keys.events += [("char", c) for c in "S-17"] + [("enter",), ("space",)]
+        assert wait_until(lambda: d.captures.qsize() or d.writer.captures_done, 5)
+        src.release()
+        assert wait_until(lambda: d.writer.captures_done == 1, 10)
+        (row,) = d.storage.rows()
+        assert row["sample_id"] == "S-17" and row["operator_id"] == "tech-1" and row["session_id"]
+        assert row["session_id"] == d.preview.operator.session_id and row["focus_score"] is not None
+        assert wait_until(lambda: d.preview.operator.recent == [row["seq"]], 5)
+        keys.events += [("left",), ("delete",)]
+        assert wait_until(lambda: d.storage.rows()[0]["review"] == "retake", 5)
+        assert "flagged" in d.preview.operator.message
+        keys.events += [("char", c) for c in "bad/id"] + [("enter",)]
+        assert wait_until(lambda: "refused" in (d.preview.operator.message or ""), 5)
+        assert d.preview.operator.sample_id == "S-17"
+    finally:
+        src.end()
+        d.shutdown()
 
 
 def test_shutdown_finishes_a_capture_in_progress(live, state):

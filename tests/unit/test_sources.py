@@ -81,3 +81,33 @@ def test_a_bad_frame_cannot_be_made(image, seq, words):
 def test_a_good_frame_says_what_it_is():
     f = Frame(np.zeros((48, 64, 3), np.uint16), 3, time.monotonic(), {"gain": 2}, sensor_t=12.5)
     assert f.size == (64, 48) and f.as_uint8().dtype == np.uint8 and f.sensor_t == 12.5
+
+
+def test_simulated_camera_pans_one_slide_at_a_time_through_focus():
+    """No frame shows two slides (the camera goes back and forth over one, then the next); the focus
+    drifts from defocused through sharp and back along the pan, so the focus score peaks mid-pan."""
+    from edge.focus import focus_score
+    from edge.sources import simulated
+
+    src = simulated.SimulatedSource(320, 240, fps=1000, positions=5)
+    src.hold = 1
+    seen, by_slide = [], {}
+    t0 = time.monotonic()
+    while not all((0, k) in src.frames for k in range(5)) and time.monotonic() - t0 < 30:
+        time.sleep(0.01)
+    try:
+        while len({s for s, _ in seen}) < 3 and time.monotonic() - t0 < 60:
+            time.sleep(0.005)          # the renderer works a slide ahead; the camera waits for it
+            f = src.read()
+            s, k = f.settings["simulated_slide"], f.settings["simulated_position"]
+            seen.append((s, k))
+            by_slide.setdefault(s, {})[k] = focus_score(f.image)
+    finally:
+        src.close()
+    slides = [s for s, _ in seen]
+    assert len(set(slides)) == 3 and slides == sorted(slides), "one slide at a time, then the next"
+    first = [k for s, k in seen if s == slides[0]]
+    assert first[:9] == [0, 1, 2, 3, 4, 3, 2, 1, 0], "back and forth over the slide"
+    scores = by_slide[slides[0]]
+    assert scores[2] > scores[1] > scores[0] and scores[2] > scores[3] > scores[4], f"sharp mid-pan: {scores}"
+    assert len(src.frames) <= 2 * 5, "at most two slides held"

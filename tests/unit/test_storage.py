@@ -130,3 +130,42 @@ def test_enospc_in_the_middle_of_a_capture_leaves_nothing(tmp_path, leave):
         assert again.seq == 2
         st.close()
         check_consistent(state)
+
+
+def test_an_older_catalogue_is_migrated_and_keeps_its_rows(tmp_path):
+    """A catalogue written before focus scores, sessions and review flags (schema 1) gets their columns."""
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "catalog.sqlite")
+    old.executescript("""CREATE TABLE captures (seq INTEGER PRIMARY KEY, time_utc TEXT NOT NULL, clock TEXT NOT NULL,
+        sample_id TEXT, image TEXT NOT NULL UNIQUE, raw TEXT, sidecar TEXT NOT NULL, sha256 TEXT NOT NULL,
+        bytes INTEGER NOT NULL, model TEXT, backend TEXT, status TEXT NOT NULL DEFAULT 'ok');
+        INSERT INTO captures VALUES (1, 't', 'rtc', 'old', 'a.png', NULL, 'a.json', 'x', 3, 'm 1', 'onnxruntime', 'ok');""")
+    old.commit()
+    old.close()
+    s = Storage(tmp_path)
+    (version,) = s.db.execute("PRAGMA user_version").fetchone()
+    (row,) = s.rows()
+    assert version == 2 and row["sample_id"] == "old" and row["review"] is None and row["focus_score"] is None
+    s.flag(1, "retake")
+    assert s.rows()[0]["review"] == "retake"
+    s.flag(1, None)
+    with pytest.raises(StorageError, match="unknown review flag"):
+        s.flag(1, "delete")
+    with pytest.raises(StorageError, match="no capture #7"):
+        s.flag(7, "retake")
+    s.close()
+    s = Storage(tmp_path)   # opening again migrates nothing
+    assert s.db.execute("PRAGMA user_version").fetchone() == (2,) and len(s.rows()) == 1
+    s.close()
+
+
+def test_a_capture_records_its_session_operator_and_focus(tmp_path):
+    s = Storage(tmp_path)
+    stored = s.store(b"png", ".png", {"session": {"id": "ab12", "operator": "tech-7"}, "focus_score": 12.5},
+                     sample_id="S1")
+    (row,) = s.rows()
+    assert (row["session_id"], row["operator_id"], row["focus_score"], row["sample_id"]) == ("ab12", "tech-7", 12.5,
+                                                                                               "S1")
+    assert json.loads(stored.sidecar.read_text())["session"] == {"id": "ab12", "operator": "tech-7"}
+    s.close()
