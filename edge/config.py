@@ -75,6 +75,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
         "drm_device": (str, "", None),
         "keys": (str, "auto", _one_of("auto", "evdev", "none")),
         "width": (int, 960, _range(64, 8192)),
+        "notice": (str, "AI-enhanced image, research use only", None),
     },
     "capture": {
         "interval_s": ((int, float), 0, _range(0, 86400 * 7)),

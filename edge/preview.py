@@ -1,8 +1,8 @@
 """The preview: the picture the kiosk's screen shows, and the thread that shows it.
 
 The inference loop puts its newest (raw, enhanced) pair in a PreviewSlot; the
-preview thread composes it with a status bar at most max_fps times a second and
-hands it to the sink (edge/sinks/). Keys the operator presses in the sink, or
+preview thread draws the kiosk screen (edge/overlay.py) at the sink's size at
+most max_fps times a second and hands it to the sink (edge/sinks/). Keys the operator presses in the sink, or
 on keyboards, scanners and pedals read apart from it, go to the operator's
 state (edge/operator.py), whose actions it carries out: a capture with the
 current sample id and session, a review flag. A failing sink (a full disk
@@ -21,36 +21,13 @@ import numpy as np
 from edge.capture import CaptureError
 from edge.notices import Notices
 from edge.operator import Action, OperatorState
+from edge.overlay import View, clipped_fraction, render
 from edge.sinks import Sink
 from edge.storage import StorageError, Stored
 
 log = logging.getLogger("phonescope")
 
-
-def compose(raw: np.ndarray | None, enhanced: np.ndarray | None, show: str, width: int,
-            lines: list[str], warning: str | None = None) -> np.ndarray:
-    """The preview picture (RGB uint8): enhanced, raw or raw|enhanced, with a status bar."""
-    if show == "raw" or enhanced is None:
-        pic = raw
-    elif show == "split" and raw is not None:
-        r = cv2.resize(raw, (enhanced.shape[1], enhanced.shape[0]), interpolation=cv2.INTER_AREA)
-        pic = np.concatenate([r, enhanced], axis=1)
-    else:
-        pic = enhanced
-    if pic is None:
-        pic = np.zeros((width * 9 // 16, width, 3), np.uint8)
-    h = int(round(pic.shape[0] * width / pic.shape[1]))
-    pic = cv2.resize(pic, (width, max(1, h)), interpolation=cv2.INTER_AREA)
-    bar_h = 22 * (len(lines) + (1 if warning else 0)) + 8
-    bar = np.zeros((bar_h, width, 3), np.uint8)
-    y = 20
-    if warning:
-        cv2.putText(bar, warning, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 80, 60), 2, cv2.LINE_AA)
-        y += 22
-    for line in lines:
-        cv2.putText(bar, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (230, 230, 230), 1, cv2.LINE_AA)
-        y += 22
-    return np.concatenate([pic, bar], axis=0)
+THUMBNAIL_WIDTH = 480      # px: the last capture as the screen's side panel shows it
 
 
 class PreviewSlot:
@@ -72,18 +49,25 @@ class PreviewSlot:
 class PreviewLoop:
     """The preview thread: newest picture to the sink, the operator's keys to captures."""
 
-    def __init__(self, sink: Sink, slot: PreviewSlot, cfg_preview: dict, status_lines: Callable[[], list[str]],
-                 warning_line: Callable[[], str | None], submit: Callable[..., object],
-                 notices: Notices, stopping: threading.Event, keys=None, operator: OperatorState | None = None,
-                 flag: Callable[[int, str | None], None] | None = None):
-        """keys: the operator's keyboards outside the sink (edge.keys.EvdevKeys on a kiosk without X), or None;
-        submit(sample_id, origin, session_id, operator_id): a capture; flag(seq, review): a review flag."""
+    def __init__(self, sink: Sink, slot: PreviewSlot, cfg_preview: dict, view: Callable[[], View],
+                 submit: Callable[..., object], notices: Notices, stopping: threading.Event, keys=None,
+                 operator: OperatorState | None = None, flag: Callable[[int, str | None], None] | None = None):
+        """view: the screen's text and marks (StatusBoard.view); keys: the operator's keyboards outside the sink
+        (edge.keys.EvdevKeys on a kiosk without X), or None; submit(sample_id, origin, session_id, operator_id):
+        a capture; flag(seq, review): a review flag."""
         self.sink, self.slot, self.cfg, self.keys = sink, slot, cfg_preview, keys
-        self.status_lines, self.warning_line, self.submit = status_lines, warning_line, submit
+        self.view, self.submit = view, submit
         self.notices, self.stopping = notices, stopping
         self.operator = operator or OperatorState()
         self.flag = flag
+        self.flagged: dict[int, str] = {}      # captures flagged from this screen
+        self.thumbnail: np.ndarray | None = None   # the last capture, enhanced, small
         self.shown = 0          # pictures the sink took: `status` shows whether the screen is being updated
+
+    def screen_size(self) -> tuple[int, int]:
+        """The sink's screen, else a 16:9 picture of the preview width (the preview file)."""
+        w = self.cfg["width"]
+        return self.sink.size or (w, w * 9 // 16)
 
     def run(self) -> None:
         period = 1.0 / self.cfg["max_fps"]
@@ -92,8 +76,9 @@ class PreviewLoop:
             t0 = time.monotonic()
             raw, enh = self.slot.get()
             try:
-                events = self.sink.show(compose(raw, enh, self.cfg["show"], self.cfg["width"], self.status_lines(),
-                                                self.warning_line()))
+                view = self.view()
+                view.clipped = clipped_fraction(raw)
+                events = self.sink.show(render(raw, enh, self.cfg["show"], self.screen_size(), view))
             except Exception as e:  # e.g. a full disk under the preview file: say it once, keep going
                 msg = f"preview {self.sink.kind} failed: {e}"
                 if msg != last_error:
@@ -129,11 +114,17 @@ class PreviewLoop:
         elif action.kind == "flag" and self.flag is not None:
             try:
                 self.flag(action.seq, "retake")
+                self.flagged[action.seq] = "retake"
                 log.info("capture %d flagged retake by the operator", action.seq,
                          extra={"CAPTURE_SEQ": action.seq, "REVIEW": "retake"})
             except StorageError as e:
                 self.operator.message = f"could not flag #{action.seq}: {e}"
 
     def saved(self, stored: Stored, image) -> None:
-        """A capture became durable (the writer's thread): the newest one to review."""
+        """A capture became durable (the writer's thread): the newest one to review, and its thumbnail."""
+        w = THUMBNAIL_WIDTH
+        if image.dtype != np.uint8:
+            image = (image >> 8).astype(np.uint8)
+        self.thumbnail = cv2.resize(image, (w, max(1, round(image.shape[0] * w / image.shape[1]))),
+                                    interpolation=cv2.INTER_AREA)
         self.operator.captured(stored.seq)

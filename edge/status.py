@@ -13,6 +13,7 @@ from edge.camera import CameraSupervisor
 from edge.capture import CaptureQueue, CaptureWriter
 from edge.inference import InferenceLoop
 from edge.notices import Notices
+from edge.overlay import View
 from edge.preview import PreviewLoop
 from edge.storage import Storage
 
@@ -32,7 +33,7 @@ def process_memory() -> dict:
 class StatusBoard:
     def __init__(self, camera: CameraSupervisor, inference: InferenceLoop, captures: CaptureQueue,
                  writer: CaptureWriter, storage: Storage, notices: Notices, model: tuple[str, str], backend: str,
-                 stopping: threading.Event, engine_memory=lambda: None):
+                 stopping: threading.Event, engine_memory=lambda: None, notice: str = ""):
         """model: (name, version) from the model card; backend: the engine's name; engine_memory: what the
         engine holds outside RSS (Engine.memory)."""
         self.preview: PreviewLoop | None = None     # attached once built (it shows this board's lines)
@@ -40,6 +41,7 @@ class StatusBoard:
         self.storage, self.notices, self.backend, self.stopping = storage, notices, backend, stopping
         self.model_name, self.model_version = model
         self.engine_memory = engine_memory
+        self.notice = notice       # the screen's persistent notice ([preview] notice)
         self.started = time.time()
 
     def state(self) -> str:
@@ -69,6 +71,21 @@ class StatusBoard:
         last = self.writer.last_capture["path"].rsplit("/", 1)[-1] if self.writer.last_capture else "none"
         return [f"{self.inference.fps:4.1f} fps | {self.backend} | {self.model_name} | "
                 f"captures {self.writer.captures_done} | last {last}"]
+
+    def view(self) -> View:
+        """What the kiosk screen shows besides the picture (edge/overlay.py)."""
+        inf, pv = self.inference, self.preview
+        warnings = ([f"camera lost: {self.camera.error}"] if self.camera.error else []) + self.notices.messages()
+        op = pv.operator if pv else None
+        last = self.writer.last_capture
+        pending = self.captures.qsize() + self.writer.qsize() + (1 if inf.current is not None else 0)
+        reviewing = op.reviewed if op else None
+        return View(status=self.lines()[0], notice=self.notice, warnings=warnings,
+                    sample_id=op.sample_id if op else None, typed=op.typed if op else "",
+                    operator_id=op.operator_id if op else None, message=op.message if op else None,
+                    focus_level=inf.focus.level, adjust_focus=inf.focus.adjust_focus, saving=pending > 0,
+                    saved_seq=last["seq"] if last else None, thumbnail=pv.thumbnail if pv else None,
+                    reviewing=reviewing, review_flag=pv.flagged.get(reviewing) if pv and reviewing else None)
 
     def warning(self) -> str | None:
         """The one warning the preview shows: a lost camera first, else the first notice."""

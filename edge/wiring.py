@@ -167,11 +167,11 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     inference = InferenceLoop(enhancer, pre, Postprocess(cfg["capture"]["format"]), latest, captures, writer,
                               slot.put, lambda: supervisor.error, notices, stopping, clock)
     board = StatusBoard(supervisor, inference, captures, writer, storage, notices, (card.name, card.version),
-                        engine.name, stopping, engine.memory)
+                        engine.name, stopping, engine.memory, cfg["preview"]["notice"])
     op = cfg["operator"]
     operator = OperatorState(operator_prefix=op["badge_prefix"], operator_id=op["id"] or None)
-    preview = board.preview = PreviewLoop(sink, slot, cfg["preview"], board.lines, board.warning, captures.submit,
-                                          notices, stopping, keys, operator, storage.flag)
+    preview = board.preview = PreviewLoop(sink, slot, cfg["preview"], board.view, captures.submit, notices, stopping,
+                                          keys, operator, storage.flag)
     writer.on_saved.append(preview.saved)
     control = ControlServer(socket_path(state), board.status, captures.submit)
     undo.callback(control.close)

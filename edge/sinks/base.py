@@ -9,6 +9,7 @@ import numpy as np
 class Sink(ABC):
     kind: str = "sink"
     why: str = ""          # which sink was asked for and why this one was opened (edge.sinks.auto)
+    size: tuple[int, int] | None = None   # the screen's (width, height), where the sink has one
 
     @abstractmethod
     def show(self, rgb: np.ndarray) -> list[str]:

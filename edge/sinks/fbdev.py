@@ -28,6 +28,7 @@ class FbdevSink(Sink):
         if self.bpp not in (16, 32):
             raise OSError(f"framebuffer {self.device}: unsupported depth {self.bpp} bits (16 or 32 expected)")
         self.width, self.height = w, h
+        self.size = (w, h)
         self.fd = os.open(self.device, os.O_WRONLY)
 
     def pixels(self, rgb: np.ndarray) -> bytes:

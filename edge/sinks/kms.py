@@ -181,6 +181,7 @@ class KmsSink(Sink):
         crtcs, conn, self.mode, encs = found
         self.conn_id, self.crtc_id = conn.connector_id, self._crtc(crtcs, conn, encs)
         self.width, self.height = self.mode.hdisplay, self.mode.vdisplay
+        self.size = (self.width, self.height)
         d = _ioctl(self.fd, CREATE_DUMB, CreateDumb(width=self.width, height=self.height, bpp=32), "CREATE_DUMB")
         self.handle, self.pitch = d.handle, d.pitch
         self.fb = _ioctl(self.fd, ADDFB, FbCmd(width=self.width, height=self.height, pitch=d.pitch, bpp=32,

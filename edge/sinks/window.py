@@ -58,6 +58,7 @@ class WindowSink(Sink):
             raise OSError("no display for the preview window ($DISPLAY is not set)")
         self.fullscreen = fullscreen
         self.created = False
+        self.size = x11_screen_size() if fullscreen else None   # None under Wayland: the preview width then
 
     def show(self, rgb: np.ndarray) -> list[str]:
         first = not self.created

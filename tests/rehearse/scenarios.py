@@ -115,23 +115,26 @@ def capture_cli(vm: VM, ctx: dict) -> dict:
 
 
 def _screen_matches(screen: np.ndarray, frames: list[np.ndarray]) -> tuple[float, bool]:
-    """Best normalised correlation between the picture on screen and a replay frame, and whether a
-    status bar (text on black) is below it."""
-    lit = np.argwhere(screen.max(axis=2) > 16)
+    """Best normalised correlation between the picture area of the kiosk screen (edge.overlay's layout at
+    the screen's size) and a replay frame, and whether the bottom strip holds the notice and status line."""
+    from edge.overlay import layout
+
+    areas = layout(screen.shape[1], screen.shape[0])
+    x, y, w, h = areas["picture"]
+    pic = screen[y:y + h, x:x + w]
+    lit = np.argwhere(pic.max(axis=2) > 16)
     if len(lit) == 0:
         return 0.0, False
     (y0, x0), (y1, x1) = lit.min(0), lit.max(0) + 1
-    w = x1 - x0
+    a = cv2.resize(pic[y0:y1, x0:x1], (64, 48), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
     best = 0.0
     for f in frames:
-        h = int(round(w * f.shape[0] / f.shape[1]))
-        pic = screen[y0:y0 + h, x0:x1]
-        a = cv2.resize(pic, (64, 48), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
         b = cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
-        a, b = a - a.mean(), b - b.mean()
-        best = max(best, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-6)))
-    bar = screen[y0 + h:y1, x0:x1]
-    return best, bar.size > 0 and (bar.max(axis=2) > 150).mean() > 0.005
+        a0, b0 = a - a.mean(), b - b.mean()
+        best = max(best, float(a0 @ b0 / (np.linalg.norm(a0) * np.linalg.norm(b0) + 1e-6)))
+    sx, sy, sw, sh = areas["strip"]
+    strip = screen[sy:sy + sh, sx:sx + sw]
+    return best, bool((strip.max(axis=2) > 150).mean() > 0.005)
 
 
 def hdmi_preview(vm: VM, ctx: dict) -> dict:
@@ -143,7 +146,7 @@ def hdmi_preview(vm: VM, ctx: dict) -> dict:
     second = vm.screen()
     ncc, bar = _screen_matches(second, ctx["frames"])
     assert ncc > 0.8, f"the screen does not show a replay frame (best correlation {ncc:.2f})"
-    assert bar, "no status line under the picture"
+    assert bar, "no notice and status line along the bottom of the screen"
     changed = float(np.abs(first.astype(np.int16) - second).mean())
     st = status(vm)
     assert st["preview"]["shown"] > shown0, "the preview is live"

@@ -1,4 +1,5 @@
-"""The window preview on a real X server (Xvfb), screenshotted: the daemon's enhanced frame is on screen."""
+"""The window preview on a real X server (Xvfb), screenshotted: the daemon's enhanced frame is on screen, in the
+picture area of the kiosk screen's layout, at the X screen's size."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ import pytest
 
 from edge.enhancer import Enhancer
 from edge.imageio import read_image, to_uint8
-from edge.preview import compose
+from edge.overlay import View, layout, render
 from tests.helpers import SAMPLES, daemon, status, stop, wait_until
 
 
@@ -42,8 +43,9 @@ def test_window_preview_shows_the_enhanced_frame(tmp_path, tiny_model, xvfb, mon
     raw = to_uint8(read_image(folder / "BloodImage_00090.jpg")[0])
     enh, _ = Enhancer.open(tiny_model, "onnxruntime", tile=512)
     enhanced = to_uint8(enh.enhance(raw.astype(np.float32) / 255))
-    want = compose(raw, enhanced, "enhanced", 960, ["x"])[:720]
-    want_raw = compose(raw, None, "raw", 960, ["x"])[:720]
+    x, y, w, h = layout(960, 750)["picture"]
+    want = render(raw, enhanced, "enhanced", (960, 750), View())[y:y + h, x:x + w]
+    want_raw = render(raw, None, "raw", (960, 750), View())[y:y + h, x:x + w]
     monkeypatch.setenv("DISPLAY", xvfb)
     proc = daemon(tmp_path / "s", f"replay:{folder}", tiny_model, env={"DISPLAY": xvfb},
                   extra=["--preview", "window"])
@@ -53,7 +55,7 @@ def test_window_preview_shows_the_enhanced_frame(tmp_path, tiny_model, xvfb, mon
         deadline = time.monotonic() + 60  # the window maps and draws on its own schedule (slow on a busy machine)
         with mss.MSS() as m:
             while True:
-                got = np.array(m.grab(m.monitors[1]))[..., :3][..., ::-1][:720].astype(int)  # BGRA -> RGB
+                got = np.array(m.grab(m.monitors[1]))[..., :3][..., ::-1][y:y + h, x:x + w].astype(int)  # BGRA -> RGB
                 d_enh = np.abs(got - want).mean()
                 if d_enh < 2.0 or time.monotonic() > deadline:
                     break
