@@ -141,13 +141,20 @@ class CaptureWriter:
     """The storage thread: encode, sidecar, Storage.store, then acknowledge. Never drops a capture."""
 
     def __init__(self, storage: Storage, cfg_capture: dict, camera_meta: dict, static_meta: dict,
-                 notices: Notices):
+                 notices: Notices, notice: str = ""):
+        """notice: the kiosk's notice ([preview] notice), also written into every enhanced file."""
         self.storage, self.cfg, self.notices = storage, cfg_capture, notices
         self.camera_meta, self.static_meta = camera_meta, static_meta
         self.jobs: queue.Queue = queue.Queue()
         self.captures_done = 0
         self.last_capture: dict | None = None
         self.on_saved: list[Callable[[Stored, np.ndarray], None]] = []   # (stored, enhanced image) once durable
+        model = static_meta.get("model") or {}
+        # in the enhanced file's own metadata: what it is, whatever copies it or strips the sidecar
+        self.file_text = {"Description": f"AI-enhanced image: phonescope model {model.get('name')} "
+                                         f"{model.get('version')} (sha256 {str(model.get('sha256'))[:16]})",
+                          "Software": f"phonescope {static_meta.get('phonescope', '')}".strip(),
+                          "Disclaimer": notice or "AI-enhanced image"}
 
     def put(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict,
             focus_score: float | None = None) -> None:
@@ -176,7 +183,7 @@ class CaptureWriter:
                focus_score: float | None) -> Stored:
         t0 = time.monotonic()
         fmt, bits = self.cfg["format"], 16 if image.dtype == np.uint16 else 8
-        data = encode(image, EXTS[fmt], bits, self.cfg["jpeg_quality"])
+        data = encode(image, EXTS[fmt], bits, self.cfg["jpeg_quality"], self.file_text)
         raw = encode(frame.as_uint8(), ".jpg", jpeg_quality=RAW_JPEG_QUALITY) if self.cfg["keep_raw"] else None
         timings["encode_s"] = round(time.monotonic() - t0, 4)
         camera = {**self.camera_meta, **frame.settings, "frame_seq": frame.seq,

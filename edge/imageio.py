@@ -12,6 +12,7 @@ import os
 import struct
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -142,15 +143,50 @@ def to_uint16(rgb: np.ndarray) -> np.ndarray:
     return np.round(np.clip(rgb, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
-def encode(rgb: np.ndarray, ext: str = ".png", bits: int = 8, jpeg_quality: int = 90) -> bytes:
-    """Encode float RGB [0,1] (or uint8/uint16 RGB) as PNG, TIFF or JPEG bytes."""
+def encode(rgb: np.ndarray, ext: str = ".png", bits: int = 8, jpeg_quality: int = 90,
+           text: dict[str, str] | None = None) -> bytes:
+    """Encode float RGB [0,1] (or uint8/uint16 RGB) as PNG, TIFF or JPEG bytes. text: carried in the file's
+    own metadata, where any viewer finds it (PNG tEXt/iTXt chunks; TIFF ImageDescription and Software;
+    JPEG comments): an enhanced capture says it is AI-enhanced and by which model."""
     if rgb.dtype == np.float32 or rgb.dtype == np.float64:
         rgb = to_uint16(rgb) if bits == 16 and ext != ".jpg" else to_uint8(rgb)
+    if text and ext in (".tif", ".tiff"):
+        return _tiff(rgb, text)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[..., ::-1]), params)
     if not ok:
         raise ImageError(f"cannot encode image as {ext}")
-    return buf.tobytes()
+    data = buf.tobytes()
+    if text and ext == ".png":
+        return data[:33] + b"".join(_png_text(k, v) for k, v in text.items()) + data[33:]   # after IHDR
+    if text and ext in (".jpg", ".jpeg"):
+        c = "\n".join(f"{k}: {v}" for k, v in text.items()).encode()[:65000]   # one comment: readers keep one
+        return data[:2] + b"\xff\xfe" + struct.pack(">H", len(c) + 2) + c + data[2:]         # after SOI
+    return data
+
+
+def _png_text(key: str, value: str) -> bytes:
+    """One PNG text chunk: tEXt where Latin-1 holds the text, else iTXt (UTF-8)."""
+    try:
+        kind, body = b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")
+    except UnicodeEncodeError:
+        kind, body = b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode()
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _tiff(rgb: np.ndarray, text: dict[str, str]) -> bytes:
+    """TIFF by tifffile (OpenCV's writes no text tags): deflate, ImageDescription from the entries but
+    Software, Software from text["Software"] (TIFF strings are 7-bit ASCII: others are escaped)."""
+    import io
+
+    import tifffile
+
+    ascii_ = lambda t: t.encode("ascii", "backslashreplace").decode() if t else None
+    desc = "; ".join(f"{k}: {v}" for k, v in text.items() if k != "Software")
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.ascontiguousarray(rgb), photometric="rgb", compression="zlib", metadata=None,
+                     description=ascii_(desc), software=ascii_(text.get("Software")))
+    return buf.getvalue()
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:

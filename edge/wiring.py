@@ -61,6 +61,16 @@ def open_model(cfg: dict) -> tuple[Engine, ModelCard, str]:
     return enhancer.engine, enhancer.card, why
 
 
+def phonescope_version() -> str:
+    """This installation's version (recorded with every capture)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("phonescope")
+    except PackageNotFoundError:   # run from a source tree that is not installed
+        return "unknown"
+
+
 def open_source(cfg: dict) -> sources.Source:
     c = cfg["camera"]
     return sources.open_source(c["source"], c["width"], c["height"], c["fps"])
@@ -162,8 +172,9 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
         camera_meta={"source": cam["source"], "configured_size": [cam["width"], cam["height"]], "fps": cam["fps"]},
         static_meta={"model": {"name": card.name, "version": card.version, "sha256": card.onnx_sha256,
                                "path": str(model_path), "scale": card.scale},
-                     "backend": engine.name, "backend_reason": why, "calibration_profile": pre.describe()},
-        notices=notices)
+                     "backend": engine.name, "backend_reason": why, "calibration_profile": pre.describe(),
+                     "phonescope": phonescope_version()},
+        notices=notices, notice=cfg["preview"]["notice"])
     inference = InferenceLoop(enhancer, pre, Postprocess(cfg["capture"]["format"]), latest, captures, writer,
                               slot.put, lambda: supervisor.error, notices, stopping, clock)
     board = StatusBoard(supervisor, inference, captures, writer, storage, notices, (card.name, card.version),

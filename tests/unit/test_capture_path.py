@@ -235,3 +235,34 @@ def test_shutdown_answers_a_capture_still_waiting_for_its_frame(live):
     assert d.shutdown() == 0 and time.monotonic() - t0 < 5.0
     with pytest.raises(Stopping, match="daemon stopped before the capture was taken, nothing saved"):
         req.result.result(timeout=0)
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff", "jpeg"])
+def test_the_image_file_itself_says_it_is_ai_enhanced_and_by_which_model(state, fmt):
+    """Embedded in the file's own metadata (PNG text chunk, TIFF ImageDescription/Software, JPEG comment),
+    read back by Pillow and tifffile: it survives a copy without its sidecar."""
+    from PIL import Image
+
+    src = GatedCamera()
+    d = build_daemon(state, source=src, **{"capture.format": fmt, "preview.notice": "Research use only (test, é)"})
+    d.start()
+    try:
+        src.release()
+        req = d.submit(None, "socket")
+        src.release()
+        path = req.result.result(timeout=10).image
+    finally:
+        src.end()
+        d.shutdown()
+    if fmt == "tiff":
+        import tifffile
+
+        with tifffile.TiffFile(path) as t:
+            text = f"{t.pages[0].description} | {t.pages[0].software}"
+    else:
+        with Image.open(path) as im:
+            text = " | ".join(f"{k}: {v.decode() if isinstance(v, bytes) else v}" for k, v in im.info.items()
+                              if isinstance(v, (str, bytes)))
+    notice = r"Research use only (test, \xe9)" if fmt == "tiff" else "Research use only (test, é)"  # TIFF: ASCII
+    assert "AI-enhanced image: phonescope model fake 0" in text and notice in text, text
+    assert "phonescope" in text
