@@ -27,6 +27,16 @@ def _corners(text: str) -> np.ndarray:
     return np.asarray(pts, np.float32).reshape(4, 2)
 
 
+def camera_settings(args) -> dict:
+    """The camera settings the calibration frames were taken with: [camera] of --config (by default the
+    installed kiosk's config, else the embedded defaults)."""
+    from edge import config
+    from edge.sources.controls import Controls
+
+    path = args.config or (str(config.INSTALLED) if config.installed() else None)
+    return Controls.from_config(config.load(path, {})["camera"]).describe()
+
+
 def cmd_colour(args) -> int:
     from calibration import colour as C
     from calibration.profile import update
@@ -46,7 +56,7 @@ def cmd_colour(args) -> int:
         "method": args.method, "matrix": np.round(matrix, 6).tolist(), "chart": C.CHART,
         "source_image": str(args.image), "delta_e_before_mean": round(float(before.mean()), 3),
         "delta_e_after_mean": round(float(after.mean()), 3),
-        "delta_e_after_max": round(float(after.max()), 3)})
+        "delta_e_after_max": round(float(after.max()), 3)}, camera=camera_settings(args))
     print(f"wrote {args.profile} (version {version})", file=sys.stderr)
     return 0
 
@@ -82,7 +92,7 @@ def cmd_flat(args) -> int:
                                                                               img.shape[0] // 2 + 4].mean()), 4)}
     except (ValueError, ImageError, ProfileError) as e:
         raise UserError(str(e)) from None
-    version = update(args.profile, args.kind, value, img)
+    version = update(args.profile, args.kind, value, img, camera=camera_settings(args))
     print(json.dumps(value))
     print(f"wrote {args.profile} (version {version})", file=sys.stderr)
     return 0
@@ -97,12 +107,16 @@ def add_commands(sub) -> None:
     col.add_argument("--corners", required=True, help="x,y of the chart's TL, TR, BR, BL corners (8 numbers)")
     col.add_argument("--method", choices=["linear", "root-polynomial"], default="root-polynomial")
     col.add_argument("--profile", required=True, metavar="FILE")
+    col.add_argument("--config", metavar="PATH", help="the kiosk's config, for the camera settings the chart was "
+                     "photographed with (default: the installed one)")
     col.set_defaults(func=cmd_colour)
     for kind, text in (("flat", "flat-field from frames of an empty, evenly lit field"),
                        ("dark", "dark frame from frames taken with the light off")):
         f = csub.add_parser(kind, help=text)
         f.add_argument("frames", metavar="DIR", help="folder of frames (or one image)")
         f.add_argument("--profile", required=True, metavar="FILE")
+        f.add_argument("--config", metavar="PATH", help="the kiosk's config, for the camera settings the frames "
+                       "were taken with (default: the installed one)")
         if kind == "flat":
             f.add_argument("--dark-from-profile", action="store_true",
                            help="subtract the profile's dark frame first")

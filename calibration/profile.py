@@ -20,8 +20,11 @@ from edge.imageio import atomic_write
 from edge.profile import read_doc
 
 
-def update(path: str | Path, part: str, value: dict, image: np.ndarray | None = None) -> int:
-    """Set one part (colour, flat, dark) of the profile, its image beside it; returns the new version."""
+def update(path: str | Path, part: str, value: dict, image: np.ndarray | None = None,
+           camera: dict | None = None) -> int:
+    """Set one part (colour, flat, dark) of the profile, its image beside it; returns the new version.
+    camera: the camera settings it was made with (edge.sources.Controls.describe()), recorded with the part
+    and as the profile's own, so the daemon can say when the camera no longer runs with them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = read_doc(path)
@@ -33,6 +36,9 @@ def update(path: str | Path, part: str, value: dict, image: np.ndarray | None = 
         tmp.unlink()
         atomic_write(img_path, data)
         value = dict(value, file=img_path.name, sha256=hashlib.sha256(data).hexdigest())
+    if camera is not None:
+        value = dict(value, camera=camera)
+        doc["camera"] = camera
     doc[part] = value
     doc["version"] = int(doc.get("version", 0)) + 1
     doc["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

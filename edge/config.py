@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +50,14 @@ def _source(v: str):
     return "must be simulated, replay:PATH, v4l2:/dev/videoN, gst:PIPELINE or picamera2:N"
 
 
+WHITE_BALANCE = re.compile(r"^(auto|(\d{4,5})K|(\d+(?:\.\d+)?),(\d+(?:\.\d+)?))$")
+
+
+def check_white_balance(v: str) -> str | None:
+    return None if WHITE_BALANCE.match(v) else \
+        'must be "auto", a colour temperature like "5000K" or red,blue gains like "1.8,1.5"'
+
+
 # section -> key -> (type, default, check)
 SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
     "camera": {
@@ -56,6 +65,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
         "width": (int, 1920, _range(16, 16384)),
         "height": (int, 1080, _range(16, 16384)),
         "fps": ((int, float), 15, _range(0.1, 240)),
+        "exposure_us": (int, 0, _range(0, 10_000_000)),   # 0: auto exposure
+        "gain": ((int, float), 0, _range(0, 64)),          # 0: auto
+        "white_balance": (str, "auto", check_white_balance),
     },
     "model": {
         "path": (str, "", None),

@@ -62,6 +62,7 @@ class InferenceLoop:
         self.frames = 0
         self.fps = 0.0                        # enhanced preview frames per second (moving average)
         self.focus = FocusMeter()             # the raw preview frames' sharpness against the best seen lately
+        self.camera_settings: dict = {}       # what the newest frame says the camera ran with
         self.latency_s = 0.0                  # frame grabbed -> enhanced preview ready (moving average)
 
     def run(self) -> None:
@@ -120,6 +121,7 @@ class InferenceLoop:
         self.notices.clear("engine")
         self.notices.clear("calibration")
         self.focus.update(focus_score(raw), self.clock())
+        self.camera_settings = frame.settings
         self.publish(raw, self.post.preview(enhanced))
         return True
 

@@ -52,7 +52,8 @@ class StatusBoard:
     def status(self) -> dict:
         inf = self.inference
         return {"state": self.state(), "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
-                "fps": round(inf.fps, 2), "frames": inf.frames, "camera": self.camera.status(),
+                "fps": round(inf.fps, 2), "frames": inf.frames,
+                "camera": {**self.camera.status(), "settings": inf.camera_settings},
                 "latency_ms": round(inf.latency_s * 1000, 1), "model": f"{self.model_name} {self.model_version}",
                 "backend": self.backend,
                 "captures": self.writer.captures_done,

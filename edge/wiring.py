@@ -73,7 +73,7 @@ def phonescope_version() -> str:
 
 def open_source(cfg: dict) -> sources.Source:
     c = cfg["camera"]
-    return sources.open_source(c["source"], c["width"], c["height"], c["fps"])
+    return sources.open_source(c["source"], c["width"], c["height"], c["fps"], sources.Controls.from_config(c))
 
 
 def open_sink(cfg: dict, state: Path) -> Sink:
@@ -104,6 +104,15 @@ def load_profile(cfg: dict, card: ModelCard) -> Profile | None:
                     "images: retrain it on pairs made with this profile", path, card.name)
     log.info("calibration profile %s version %d", path, profile.version)
     return profile
+
+
+def calibration_misfit(profile: Profile | None, cfg: dict) -> str | None:
+    """Why the camera's settings are not those the calibration was made with, or None."""
+    if profile is None:
+        return None
+    diff = sources.Controls.from_config(cfg["camera"]).differs(profile.raw.get("camera"))
+    return f"calibration was made with other camera settings ({diff}): recalibrate, or set them in [camera]" \
+        if diff else None
 
 
 @dataclass
@@ -161,6 +170,10 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
         undo.callback(keys.close)
 
     clock, notices, stopping = twins.clock, Notices(), threading.Event()
+    misfit = calibration_misfit(profile, cfg)
+    if misfit:
+        log.warning("%s", misfit)
+        notices.set("camera settings", misfit)
     supervisor = CameraSupervisor(cam["source"], cam["fps"], clock)
     latest, slot = LatestFrame(), PreviewSlot()
     reader = CameraReader(lambda: (twins.open_source or open_source)(cfg), supervisor, latest)

@@ -1,4 +1,5 @@
-"""v4l2:/dev/videoN and gst:PIPELINE through OpenCV's VideoCapture."""
+"""v4l2:/dev/videoN and gst:PIPELINE through OpenCV's VideoCapture, with the locked camera settings:
+V4L2 controls set and read back, nvarguscamerasrc's locks and ranges added to a gst: pipeline."""
 from __future__ import annotations
 
 import time
@@ -6,6 +7,7 @@ import time
 import cv2
 
 from edge.sources.base import Frame, Source, SourceError, as_rgb8
+from edge.sources.controls import Controls
 
 
 def quiet_opencv() -> None:
@@ -17,10 +19,14 @@ def quiet_opencv() -> None:
 
 
 class OpenCVSource(Source):
-    def __init__(self, kind: str, target: str, width: int, height: int, fps: float):
+    def __init__(self, kind: str, target: str, width: int, height: int, fps: float,
+                 controls: Controls = Controls()):
         self.uri = f"{kind}:{target}"
+        self.controls, self.locked = controls, {}
         quiet_opencv()
         backend = cv2.CAP_V4L2 if kind == "v4l2" else cv2.CAP_GSTREAMER
+        if kind == "gst":
+            target = controls.argus(target)
         self.cap = cv2.VideoCapture(target, backend)
         if not self.cap.isOpened():
             why = "no such device or no permission" if kind == "v4l2" else \
@@ -31,6 +37,13 @@ class OpenCVSource(Source):
             self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
             self.cap.set(cv2.CAP_PROP_FPS, fps)
             self.cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep latency low: no stale queue
+            try:
+                self.locked = controls.v4l2(self.cap)
+            except ValueError as e:
+                self.cap.release()
+                raise SourceError(f"{self.uri}: {e}") from None
+        elif controls.locked:
+            self.locked = {"pipeline": target}
         self.seq = 0
 
     def read(self) -> Frame:
@@ -38,7 +51,7 @@ class OpenCVSource(Source):
         if not ok or img is None:
             raise SourceError(f"{self.uri}: camera returned no frame (unplugged or stalled?)")
         self.seq += 1
-        settings = {"width": img.shape[1], "height": img.shape[0]}
+        settings = {"width": img.shape[1], "height": img.shape[0], "controls": self.controls.describe(), **self.locked}
         for name, prop in (("exposure", cv2.CAP_PROP_EXPOSURE), ("gain", cv2.CAP_PROP_GAIN),
                            ("fps", cv2.CAP_PROP_FPS)):
             v = self.cap.get(prop)

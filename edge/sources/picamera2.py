@@ -1,14 +1,21 @@
-"""picamera2:N: a libcamera camera (Raspberry Pi style) through the picamera2 API."""
+"""picamera2:N: a libcamera camera (Raspberry Pi style) through the picamera2 API, with the locked
+exposure, gain and colour gains as libcamera controls (and what the camera reports it ran with)."""
 from __future__ import annotations
 
 import time
 
 from edge.sources.base import Frame, Source, SourceError
+from edge.sources.controls import Controls
 
 
 class Picamera2Source(Source):
-    def __init__(self, index: str, width: int, height: int, fps: float):
+    def __init__(self, index: str, width: int, height: int, fps: float, controls: Controls = Controls()):
         self.uri = f"picamera2:{index}"
+        self.controls = controls
+        try:
+            locked = controls.picamera2()
+        except ValueError as e:
+            raise SourceError(f"{self.uri}: {e}") from None
         try:
             from picamera2 import Picamera2
         except ImportError:
@@ -18,7 +25,7 @@ class Picamera2Source(Source):
             self.cam = Picamera2(int(index))
             config = self.cam.create_video_configuration(
                 main={"size": (width, height), "format": "RGB888"},
-                controls={"FrameDurationLimits": (int(1e6 / fps), int(1e6 / fps))})
+                controls={"FrameDurationLimits": (int(1e6 / fps), int(1e6 / fps)), **locked})
             self.cam.configure(config)
             self.cam.start()
         except Exception as e:  # libcamera raises RuntimeError/IndexError/... for absent cameras
@@ -37,7 +44,9 @@ class Picamera2Source(Source):
         except Exception as e:
             raise SourceError(f"{self.uri}: capture failed: {e}") from None
         self.seq += 1
-        settings = {k: meta[k] for k in ("ExposureTime", "AnalogueGain", "ColourGains", "Lux") if k in meta}
+        settings = {k: meta[k] for k in ("ExposureTime", "AnalogueGain", "ColourGains", "ColourTemperature", "Lux",
+                                         "AeLocked") if k in meta}
+        settings["controls"] = self.controls.describe()
         sensor_ns = meta.get("SensorTimestamp")  # ns, the kernel's timestamp of the frame's start of exposure
         return Frame(img, self.seq, time.monotonic(), settings, sensor_ns / 1e9 if sensor_ns else None)
 

@@ -7,7 +7,9 @@ the phone-optics simulator as the default model's phone would see it (one noise 
 slide, as a camera keeps its settings). A frame never shows two slides
 side by side: the camera goes back and forth over one slide PASSES times, then moves on to the next (a
 new slide on the stage). Rendering a 1080p frame takes about a second on a CPU, so a background thread
-renders the next slide while the current one plays; at most two slides' frames are held.
+renders the next slide while the current one plays; at most two slides' frames are held. Locked camera
+settings act as on a sensor: exposure and gain scale the light (against NOMINAL_EXPOSURE_US at gain 1,
+what auto exposure settles on here), colour gains scale red and blue; each frame reports them.
 """
 from __future__ import annotations
 
@@ -22,12 +24,14 @@ from edge import SAMPLES
 from edge.imageio import read_rgb8
 from edge.simulator import DEFAULT_PHONE, degrade
 from edge.sources.base import Frame, Pacer, Source, SourceError
+from edge.sources.controls import Controls
 
 SLIDES = SAMPLES / "reference"
 POSITIONS = 8              # pan positions per slide
 DEFOCUS = 0.012            # defocus blur at the ends of a pan: sigma in px per px of frame width
 PASSES = 4                 # times the camera goes over a slide (forth and back) before the next one
 HOLD_S = 0.5               # seconds at each position
+NOMINAL_EXPOSURE_US = 10_000   # what "auto" exposure gives at gain 1
 
 
 def slides(width: int, height: int) -> list[np.ndarray]:
@@ -59,8 +63,13 @@ def pan_position(step: int, positions: int = POSITIONS) -> int:
 class SimulatedSource(Source):
     uri = "simulated"
 
-    def __init__(self, width: int, height: int, fps: float, positions: int = POSITIONS):
+    def __init__(self, width: int, height: int, fps: float, positions: int = POSITIONS,
+                 controls: Controls = Controls()):
         self.width, self.height, self.profile, self.positions = width, height, DEFAULT_PHONE, positions
+        self.controls = controls
+        self.exposure_us = controls.exposure_us or NOMINAL_EXPOSURE_US
+        self.gain = controls.gain or 1.0
+        self.colour_gains = controls.colour_gains or (1.0, 1.0)
         self.slides = slides(width, height)
         self.hold = max(1, round(fps * HOLD_S))           # frames at each position
         self.steps_per_slide = PASSES * (positions - 1) + 1
@@ -94,9 +103,19 @@ class SimulatedSource(Source):
                 sigma = defocus(k, self.width, self.positions)
                 if sigma > 0.05:
                     crop = cv2.GaussianBlur(crop, (0, 0), sigma)
-                self.frames[(slide, k)], _ = degrade(crop, self.profile, seed=slide)
+                phone, _ = degrade(crop, self.profile, seed=slide)
+                self.frames[(slide, k)] = self._expose(phone)
                 self.ready.set()
             slide += 1
+
+    def _expose(self, img: np.ndarray) -> np.ndarray:
+        """The locked exposure, gain and colour gains applied to what the sensor saw."""
+        light = self.exposure_us / NOMINAL_EXPOSURE_US * self.gain
+        r, b = self.colour_gains
+        if light == 1.0 and (r, b) == (1.0, 1.0):
+            return img
+        scale = np.array([light * r, light, light * b], np.float32)
+        return np.clip(img.astype(np.float32) * scale + 0.5, 0, 255).astype(np.uint8)
 
     def _next_slide_ready(self) -> bool:
         return all((self.slide + 1, k) in self.frames for k in range(self.positions))
@@ -120,7 +139,10 @@ class SimulatedSource(Source):
         self.seq += 1
         return Frame(self.frames[(self.slide, k)], self.seq, time.monotonic(),
                      {"simulated_slide": self.slide % len(self.slides), "simulated_position": k,
-                      "simulated_defocus_px": round(defocus(k, self.width, self.positions), 2), "phone_profile": self.profile.name})
+                      "simulated_defocus_px": round(defocus(k, self.width, self.positions), 2),
+                      "phone_profile": self.profile.name, "controls": self.controls.describe(),
+                      "exposure_us": self.exposure_us, "analogue_gain": self.gain,
+                      "colour_gains": list(self.colour_gains)})
 
     def close(self) -> None:
         self.stop.set()

@@ -51,3 +51,31 @@ def test_profile_round_trip_and_tamper_detection(tmp_path):
 def test_frames_of_another_size_are_refused():
     with pytest.raises(ValueError, match="recalibrate"):
         correct_flat(np.zeros((10, 10, 3), np.float32), np.ones((8, 8, 3), np.float32), None)
+
+
+def test_the_profile_records_the_camera_settings_and_the_daemon_says_when_they_differ(tmp_path):
+    """calibrate records [camera]'s locked settings; a daemon whose camera runs others says so on screen."""
+    from edge import config
+    from edge.profile import load
+    from edge.wiring import calibration_misfit
+    from tests.helpers import run_cli
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    import cv2
+
+    for k in range(2):
+        cv2.imwrite(str(frames / f"f{k}.png"), np.full((48, 64, 3), 200 + k, np.uint8))
+    cfg = tmp_path / "kiosk.toml"
+    cfg.write_text('[camera]\nexposure_us = 20000\ngain = 2.0\nwhite_balance = "1.8,1.5"\n')
+    r = run_cli("calibrate", "flat", frames, "--profile", tmp_path / "p.json", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    profile = load(tmp_path / "p.json")
+    want = {"exposure": "20000 us", "gain": 2.0, "white_balance": "1.8,1.5"}
+    assert profile.raw["camera"] == want and profile.raw["flat"]["camera"] == want
+    same = config.load(cfg, {})
+    assert calibration_misfit(profile, same) is None
+    auto = config.defaults()
+    msg = calibration_misfit(profile, auto)
+    assert msg.startswith("calibration was made with other camera settings (exposure 20000 us -> auto, gain 2.0 "
+                          "-> auto, white_balance 1.8,1.5 -> auto)")

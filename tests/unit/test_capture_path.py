@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from edge.capture import CAPTURE_QUEUE, BadSampleId, Busy, DiskFull, EngineFailed, FrameTimeout, Stopping
@@ -266,3 +267,23 @@ def test_the_image_file_itself_says_it_is_ai_enhanced_and_by_which_model(state, 
     notice = r"Research use only (test, \xe9)" if fmt == "tiff" else "Research use only (test, é)"  # TIFF: ASCII
     assert "AI-enhanced image: phonescope model fake 0" in text and notice in text, text
     assert "phonescope" in text
+
+
+def test_status_shows_the_camera_settings_and_a_calibration_made_with_other_ones(state, tmp_path):
+    from calibration.profile import update
+
+    update(tmp_path / "p.json", "flat", {"frames": 1}, np.ones((48, 64, 3), np.float32),
+           camera={"exposure": "20000 us", "gain": 2.0, "white_balance": "auto"})
+    src = GatedCamera()
+    d = build_daemon(state, source=src, **{"calibration.profile": str(tmp_path / "p.json")})
+    d.start()
+    try:
+        src.release()
+        assert d.inference.first_frame.wait(10)
+        st = d.status()
+        assert st["camera"]["settings"] == {"fake": True}, "what the newest frame says the camera ran with"
+        assert any("calibration was made with other camera settings (exposure 20000 us -> auto, gain 2.0 -> auto)"
+                   in w for w in st["warnings"]), st["warnings"]
+    finally:
+        src.end()
+        d.shutdown()

@@ -111,3 +111,64 @@ def test_simulated_camera_pans_one_slide_at_a_time_through_focus():
     scores = by_slide[slides[0]]
     assert scores[2] > scores[1] > scores[0] and scores[2] > scores[3] > scores[4], f"sharp mid-pan: {scores}"
     assert len(src.frames) <= 2 * 5, "at most two slides held"
+
+
+def test_locked_camera_settings_are_set_and_read_back_on_the_simulated_camera():
+    from edge.sources import Controls, simulated
+
+    def first_frame(controls):
+        src = simulated.SimulatedSource(160, 120, fps=1000, positions=3, controls=controls)
+        try:
+            while (0, 0) not in src.frames:
+                time.sleep(0.01)
+            src.n = 0
+            return src.read()
+        finally:
+            src.close()
+
+    auto = first_frame(Controls())
+    locked = first_frame(Controls(exposure_us=5000, gain=1.0, white_balance="1.2,0.8"))
+    assert auto.settings["controls"] == {"exposure": "auto", "gain": "auto", "white_balance": "auto"}
+    assert locked.settings["controls"] == {"exposure": "5000 us", "gain": 1.0, "white_balance": "1.2,0.8"}
+    assert locked.settings["exposure_us"] == 5000 and locked.settings["colour_gains"] == [1.2, 0.8]
+    a, b = auto.image.astype(float).mean(axis=(0, 1)), locked.image.astype(float).mean(axis=(0, 1))
+    assert abs(b[1] / a[1] - 0.5) < 0.03, "half the exposure, half the light (green)"
+    assert abs(b[0] / a[0] - 0.6) < 0.04 and abs(b[2] / a[2] - 0.4) < 0.04, "colour gains on red and blue"
+
+
+def test_camera_controls_in_each_camera_api():
+    """What the locked settings become for picamera2, V4L2 (OpenCV) and nvarguscamerasrc."""
+    from edge.sources import Controls
+
+    c = Controls(exposure_us=20000, gain=2.5, white_balance="1.8,1.5")
+    assert c.picamera2() == {"AeEnable": False, "ExposureTime": 20000, "AnalogueGain": 2.5, "AwbEnable": False,
+                             "ColourGains": (1.8, 1.5)}
+    assert Controls().picamera2() == {} and not Controls().locked
+    with pytest.raises(ValueError, match="colour gains"):
+        Controls(white_balance="5000K").picamera2()
+    pipe = "nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1920 ! nvvidconv ! appsink"
+    out = Controls(exposure_us=20000, gain=2.5, white_balance="5000K").argus(pipe)
+    assert out.startswith('nvarguscamerasrc sensor-id=0 aelock=true exposuretimerange="20000000 20000000" '
+                          'gainrange="2.5 2.5" awblock=true ! video/x-raw'), out
+    assert Controls(exposure_us=1000).argus('nvarguscamerasrc aelock=false ! appsink').count("aelock") == 1
+    assert Controls(exposure_us=1000).argus("videotestsrc ! appsink") == "videotestsrc ! appsink"
+
+    class FakeCapture:   # records what OpenCV would pass to the V4L2 driver, reads back what was set
+        def __init__(self):
+            self.props = {}
+
+        def set(self, prop, value):
+            self.props[prop] = value
+            return True
+
+        def get(self, prop):
+            return self.props.get(prop, -1)
+
+    got = Controls(exposure_us=20000, gain=2.5, white_balance="5000K").v4l2(FakeCapture())
+    assert got == {"auto_exposure": 1, "exposure_time_absolute": 200.0, "gain": 2.5,
+                   "white_balance_automatic": 0, "white_balance_temperature": 5000}
+    with pytest.raises(ValueError, match="colour temperature"):
+        Controls(white_balance="1.8,1.5").v4l2(FakeCapture())
+    assert c.differs({"exposure": "20000 us", "gain": 2.5, "white_balance": "1.8,1.5"}) is None
+    assert c.differs({"exposure": "auto", "gain": "auto", "white_balance": "1.8,1.5"}) == \
+        "exposure auto -> 20000 us, gain auto -> 2.5"
