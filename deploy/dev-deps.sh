@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages that building and testing phonescope need: libsystemd-dev +
-# pkg-config (systemd-python builds against them) and Xvfb (the preview
-# window test). With --rehearse, also what `make rehearse` needs: debootstrap,
+# pkg-config (systemd-python builds against them), Xvfb and xdotool (the preview
+# window tests: a real X server, real key events). With --rehearse, also what `make rehearse` needs: debootstrap,
 # qemu and e2fsprogs. Installs what is missing when run as root; otherwise says
 # what to install.
 set -euo pipefail
@@ -15,6 +15,7 @@ fi
 [ -f /usr/include/linux/input.h ] || need+=(linux-libc-dev)   # python-evdev builds against it
 pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev pkg-config)
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
+command -v xdotool >/dev/null 2>&1 || need+=(xdotool)   # real key events into the preview window (tests)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then

@@ -96,7 +96,8 @@ class PreviewLoop:
                 events = events + self.keys.poll()
             for key in events:
                 self.act(self.operator.key(key))
-            self.stopping.wait(max(0.0, period - (time.monotonic() - t0)))
+            for key in self.sink.wait_keys(period - (time.monotonic() - t0), self.stopping):
+                self.act(self.operator.key(key))
         self.sink.close()
         if self.keys is not None:
             self.keys.close()

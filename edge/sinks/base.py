@@ -16,6 +16,12 @@ class Sink(ABC):
         """Show one RGB uint8 picture; returns the operator's keys pressed in it since the last call, as
         edge.operator takes them (("space",), ("char", "A"), ...)."""
 
+    def wait_keys(self, seconds: float, stopping) -> list[tuple]:
+        """Until the next picture is due (or stopping is set): the keys pressed meanwhile. A sink whose keys
+        arrive through it (the window) reads them as they come, so a scanner's fast typing is not lost."""
+        stopping.wait(max(0.0, seconds))
+        return []
+
     def close(self) -> None:
         pass
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import time
 
 import cv2
 import numpy as np
@@ -35,16 +36,37 @@ def x11_screen_size() -> tuple[int, int] | None:
 # HighGUI's waitKeyEx codes (X keysyms under Qt and GTK) -> the operator's keys (edge/operator.py)
 NAMED_KEYS = {13: "enter", 10: "enter", 32: "space", 27: "esc", 8: "backspace", 65288: "backspace",
               65361: "left", 65363: "right", 65535: "delete", 65421: "enter", 65293: "enter"}
+SHIFT_KEYS = (0xFFE1, 0xFFE2)   # Shift_L, Shift_R
+CAPS_LOCK = 0xFFE5
 
 
-def window_key(code: int) -> tuple | None:
-    """A waitKeyEx code as the operator's key; None for no key (-1) and keys that mean nothing here."""
-    if code < 0:
-        return None
-    if code in NAMED_KEYS:
-        return (NAMED_KEYS[code],)
-    c = code & 0xFFFF
-    return ("char", chr(c)) if 33 <= c < 127 else None
+class WindowKeys:
+    """waitKeyEx codes -> the operator's keys. OpenCV's Qt backend reports every letter in lower case and
+    Shift as a key of its own (its release is not reported): a Shift press makes the next letter upper
+    case, as a barcode scanner sends each upper-case letter (Shift down, letter, Shift up); Caps Lock
+    toggles. Shifted digits and symbols arrive as the symbols themselves."""
+
+    def __init__(self):
+        self.shift = self.caps = False
+
+    def key(self, code: int) -> tuple | None:
+        """None for no key (-1), modifiers and keys that mean nothing here."""
+        if code < 0:
+            return None
+        if code in SHIFT_KEYS:
+            self.shift = True
+            return None
+        if code == CAPS_LOCK:
+            self.caps = not self.caps
+            return None
+        shift, self.shift = self.shift, False
+        if code in NAMED_KEYS:
+            return (NAMED_KEYS[code],)
+        c = code & 0xFFFF
+        if not 33 <= c < 127:
+            return None
+        ch = chr(c)
+        return ("char", ch.upper() if ch.isalpha() and (shift != self.caps) else ch)
 
 
 class WindowSink(Sink):
@@ -58,6 +80,7 @@ class WindowSink(Sink):
             raise OSError("no display for the preview window ($DISPLAY is not set)")
         self.fullscreen = fullscreen
         self.created = False
+        self.keys = WindowKeys()
         self.size = x11_screen_size() if fullscreen else None   # None under Wayland: the preview width then
 
     def show(self, rgb: np.ndarray) -> list[str]:
@@ -72,12 +95,18 @@ class WindowSink(Sink):
             if size:  # a kiosk X server often runs without a window manager to honour "full screen"
                 cv2.moveWindow(self.NAME, 0, 0)
                 cv2.resizeWindow(self.NAME, *size)
-        keys = []
-        for _ in range(64):   # everything typed since the last picture (a scanner types a whole id at once)
-            key = window_key(cv2.waitKeyEx(1))
-            if key is None:
-                break
-            keys.append(key)
+        key = self.keys.key(cv2.waitKeyEx(1))
+        return [key] if key else []
+
+    def wait_keys(self, seconds: float, stopping) -> list[tuple]:
+        """HighGUI keeps only the last key between two waitKey calls, and a barcode scanner types a whole id
+        in tens of milliseconds: wait inside waitKeyEx, a few ms at a time, collecting every key."""
+        keys: list[tuple] = []
+        end = time.monotonic() + seconds
+        while not stopping.is_set() and time.monotonic() < end:
+            key = self.keys.key(cv2.waitKeyEx(max(1, min(5, int((end - time.monotonic()) * 1000)))))
+            if key:
+                keys.append(key)
         return keys
 
     def close(self) -> None:

@@ -53,7 +53,7 @@ def test_window_preview_shows_the_enhanced_frame(tmp_path, tiny_model, xvfb, mon
     try:
         assert wait_until(lambda: status(tmp_path / "s")["state"] == "running", 90), proc.stderr
         deadline = time.monotonic() + 60  # the window maps and draws on its own schedule (slow on a busy machine)
-        with mss.MSS() as m:
+        with mss.MSS(display=xvfb) as m:
             while True:
                 got = np.array(m.grab(m.monitors[1]))[..., :3][..., ::-1][y:y + h, x:x + w].astype(int)  # BGRA -> RGB
                 d_enh = np.abs(got - want).mean()
@@ -67,3 +67,62 @@ def test_window_preview_shows_the_enhanced_frame(tmp_path, tiny_model, xvfb, mon
     assert proc.returncode == 0, log
     d_raw = np.abs(got - want_raw).mean()
     assert d_enh < 2.0 and d_raw > 4 * d_enh, (d_enh, d_raw, warnings, log[-1500:])
+
+
+def _find(screen: np.ndarray, patch: np.ndarray) -> float:
+    """Best normalised match of the overlay's own rendering of a text in a screenshot (grey levels)."""
+    import cv2
+
+    s = cv2.cvtColor(screen.astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    p = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
+    return float(cv2.matchTemplate(s, p, cv2.TM_CCOEFF_NORMED).max())
+
+
+def xdotool(display: str, *args: str) -> None:
+    subprocess.run(["xdotool", *args], env={**os.environ, "DISPLAY": display}, check=True, timeout=30)
+
+
+def test_the_operator_at_the_window_scans_a_sample_id_and_captures(tmp_path, tiny_model, xvfb, monkeypatch):
+    """Real key events (xdotool) into the preview window on Xvfb: typed id + Enter sets the sample id, Space
+    captures with it (catalogue row with that sample id, a session and a focus score); the screen shows the id
+    and the notice, found by matching the overlay's own text rendering; Esc clears the id."""
+    import sqlite3
+
+    from edge.overlay import AMBER, scale_for, text_patch
+
+    mss = pytest.importorskip("mss", reason="screenshots need mss (the [dev] extra)")
+    if not shutil.which("xdotool"):
+        pytest.skip("xdotool is not installed (deploy/dev-deps.sh installs it)")
+    monkeypatch.setenv("DISPLAY", xvfb)
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "phone" / "BloodImage_00090.jpg", folder)
+    state = tmp_path / "s"
+    proc = daemon(state, f"replay:{folder}", tiny_model, env={"DISPLAY": xvfb}, extra=["--preview", "window"],
+                  config='[preview]\nnotice = "AI-enhanced image, research use only"\nmax_fps = 5\n')
+    try:
+        assert wait_until(lambda: status(state)["preview"]["shown"] > 2, 90), proc.stderr
+        xdotool(xvfb, "search", "--sync", "--name", "^phonescope$", "windowfocus", "--sync")
+        # as a USB barcode scanner types it: Shift around the upper-case letter, then Enter
+        xdotool(xvfb, "key", "--delay", "30", "shift+s", "minus", "7", "7", "Return")
+        assert wait_until(lambda: status(state)["operator"]["sample_id"] == "S-77", 20), status(state)["operator"]
+        xdotool(xvfb, "key", "space")
+        assert wait_until(lambda: status(state)["captures"] == 1, 60)
+        sc = scale_for(750)
+        want_id, want_notice = text_patch("S-77", 1.6 * sc, 3), text_patch("AI-enhanced image, research use only",
+                                                                           0.9 * sc, 2, AMBER)
+        with mss.MSS(display=xvfb) as m:
+            deadline, best = time.monotonic() + 30, (0.0, 0.0)
+            while time.monotonic() < deadline and min(best) < 0.9:
+                shot = np.array(m.grab(m.monitors[1]))[..., :3][..., ::-1]
+                best = (_find(shot, want_id), _find(shot, want_notice))
+                time.sleep(0.3)
+        assert min(best) >= 0.9, f"sample id / notice on screen: match {best}"
+        xdotool(xvfb, "key", "Escape")
+        assert wait_until(lambda: status(state)["operator"]["sample_id"] is None, 20)
+    finally:
+        log = stop(proc)
+    assert proc.returncode == 0, log
+    db = sqlite3.connect(state / "catalog.sqlite")
+    (row,) = db.execute("SELECT sample_id, session_id, focus_score, operator_id FROM captures").fetchall()
+    assert row[0] == "S-77" and row[1] and row[2] is not None and row[2] > 0, row

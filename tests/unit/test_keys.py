@@ -176,3 +176,16 @@ def test_real_virtual_keyboard(tmp_path):
             time.sleep(0.02)
         assert got == [("char", "a"), ("space",)]
         k.close()
+
+
+def test_window_keys_from_opencvs_qt_backend():
+    """HighGUI (Qt) reports letters in lower case and Shift as a key of its own: Shift makes the next letter
+    upper case (a scanner's Shift around each capital), Caps Lock toggles; named keys by their keysyms."""
+    from edge.sinks.window import WindowKeys
+
+    w = WindowKeys()
+    codes = [0xFFE1, ord("s"), ord("-"), ord("7"), ord("a"), 0xFFE5, ord("b"), ord("!"), 13, 32, 27, 65361,
+             65363, 65535, 8, -1, 0xFFBE]
+    keys = [k for k in (w.key(c) for c in codes) if k]
+    assert keys == [("char", "S"), ("char", "-"), ("char", "7"), ("char", "a"), ("char", "B"), ("char", "!"),
+                    ("enter",), ("space",), ("esc",), ("left",), ("right",), ("delete",), ("backspace",)]
