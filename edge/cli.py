@@ -138,6 +138,12 @@ def guarded(command: str, fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"phonescope {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `phonescope status | head`: the reader has gone; say nothing more
+        try:
+            sys.stdout = open(os.devnull, "w")   # so the interpreter's final flush does not raise again
+        except OSError:
+            pass
+        return 0
     except Exception as e:  # last resort: one line, never a traceback for the user
         if os.environ.get("PHONESCOPE_DEBUG"):
             raise

@@ -66,6 +66,11 @@ class EvdevKeys:
             self._scan()
 
     @property
+    def active(self) -> bool:
+        """A keyboard is open: its keys are the operator's (a window's own keys are then not used)."""
+        return bool(self.devices)
+
+    @property
     def problem(self) -> str | None:
         """One line saying why no key can arrive (None while a keyboard is open), for the daemon to log once."""
         return self._problem

@@ -92,12 +92,14 @@ class PreviewLoop:
                     log.info("preview %s works again", self.sink.kind)
                     self.notices.clear("preview")
                 last_error = None
+            evdev = self.keys is not None and self.keys.active
             if self.keys is not None:
-                events = events + self.keys.poll()
+                events = (events if not evdev else []) + self.keys.poll()
             for key in events:
                 self.act(self.operator.key(key))
             for key in self.sink.wait_keys(period - (time.monotonic() - t0), self.stopping):
-                self.act(self.operator.key(key))
+                if not evdev:    # the same keys came through evdev: once is enough
+                    self.act(self.operator.key(key))
         self.sink.close()
         if self.keys is not None:
             self.keys.close()

@@ -82,15 +82,20 @@ def open_sink(cfg: dict, state: Path) -> Sink:
 
 
 def open_keys(cfg: dict, sink: Sink):
-    """The operator's keyboards through evdev, where no window receives the keys (a kiosk without X)."""
+    """The operator's keyboards, scanners and pedals through evdev. Also under X: HighGUI keeps one key
+    between two polls of the window, so a scanner's fast typing loses characters there; while evdev has a
+    keyboard, the window's keys are not used (PreviewLoop), else (no access to /dev/input) they are."""
     want = cfg["preview"]["keys"]
-    if want == "none" or (want == "auto" and sink.kind in ("window", "none")):
+    if want == "none" or (want == "auto" and sink.kind == "none"):
         return None
     from edge.keys import EvdevKeys
 
     keys = EvdevKeys()
     if keys.problem:
-        log.warning("capture key: %s", keys.problem)
+        if sink.kind == "window":
+            log.info("keys: from the preview window (%s)", keys.problem)
+        else:
+            log.warning("capture key: %s", keys.problem)
     return keys
 
 

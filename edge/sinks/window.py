@@ -40,14 +40,46 @@ SHIFT_KEYS = (0xFFE1, 0xFFE2)   # Shift_L, Shift_R
 CAPS_LOCK = 0xFFE5
 
 
+def _x11_modifiers():
+    """A function giving the X server's modifier mask now (Shift = 1, Lock = 2), or None without X."""
+    lib = ctypes.util.find_library("X11")
+    if not lib or not os.environ.get("DISPLAY"):
+        return None
+    x11 = ctypes.CDLL(lib)
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
+    x11.XDefaultRootWindow.restype = ctypes.c_ulong
+    ulong, cint, cuint = ctypes.c_ulong, ctypes.c_int, ctypes.c_uint
+    x11.XQueryPointer.argtypes = [ctypes.c_void_p, ulong, ctypes.POINTER(ulong), ctypes.POINTER(ulong),
+                                  ctypes.POINTER(cint), ctypes.POINTER(cint), ctypes.POINTER(cint),
+                                  ctypes.POINTER(cint), ctypes.POINTER(cuint)]
+    d = x11.XOpenDisplay(None)
+    if not d:
+        return None
+    root = x11.XDefaultRootWindow(d)
+
+    def mask() -> int:
+        r, c, i, m = ulong(), ulong(), cint(), cuint()
+        x11.XQueryPointer(d, root, ctypes.byref(r), ctypes.byref(c), ctypes.byref(i), ctypes.byref(i),
+                          ctypes.byref(i), ctypes.byref(i), ctypes.byref(m))
+        return m.value
+
+    return mask
+
+
 class WindowKeys:
     """waitKeyEx codes -> the operator's keys. OpenCV's Qt backend reports every letter in lower case and
-    Shift as a key of its own (its release is not reported): a Shift press makes the next letter upper
-    case, as a barcode scanner sends each upper-case letter (Shift down, letter, Shift up); Caps Lock
-    toggles. Shifted digits and symbols arrive as the symbols themselves."""
+    Shift as a key of its own (its release is not reported), so a letter is upper case when the X
+    server says Shift is down as it is read (a person holding Shift), or when a Shift press came just
+    before it (a barcode scanner's Shift down, letter, Shift up, faster than the window is read), or
+    with Caps Lock on. Shifted digits and symbols arrive as the symbols themselves."""
 
-    def __init__(self):
+    def __init__(self, modifiers="x11"):
+        """modifiers: a function giving the modifier mask now; "x11": the X server's, where there is one;
+        None: none (Shift presses and Caps Lock alone)."""
         self.shift = self.caps = False
+        self.modifiers = _x11_modifiers() if modifiers == "x11" else modifiers
 
     def key(self, code: int) -> tuple | None:
         """None for no key (-1), modifiers and keys that mean nothing here."""
@@ -66,7 +98,11 @@ class WindowKeys:
         if not 33 <= c < 127:
             return None
         ch = chr(c)
-        return ("char", ch.upper() if ch.isalpha() and (shift != self.caps) else ch)
+        caps = self.caps
+        if self.modifiers is not None:
+            mask = self.modifiers()
+            shift, caps = shift or bool(mask & 1), bool(mask & 2)
+        return ("char", ch.upper() if ch.isalpha() and (shift != caps) else ch)
 
 
 class WindowSink(Sink):

@@ -94,6 +94,7 @@ class VM:
         self.qmp: Channel | None = None
         self.boots = 0
         self.agent_lock = threading.Lock()   # the agent's channel serves one connection at a time
+        self.finished: dict[int, Result] = {}   # the agent forgets a process once it reported its exit
 
     def fresh_disk(self) -> None:
         self.disk.unlink(missing_ok=True)
@@ -106,6 +107,7 @@ class VM:
         for name in ("qmp.sock", "qga.sock"):
             (self.work / name).unlink(missing_ok=True)
         self.boots += 1
+        self.finished.clear()   # pids of a new boot are new processes
         accel = "kvm" if self.kvm else "tcg,thread=multi"
         args = ["qemu-system-x86_64", "-accel", accel, "-m", str(self.memory_mb), "-smp", str(self.cpus),
                 "-kernel", str(self.base / "vmlinuz"), "-initrd", str(self.base / "initrd.img"),
@@ -158,6 +160,7 @@ class VM:
         while time.monotonic() - t0 < timeout:
             try:
                 if self.boot_id() != before:
+                    self.finished.clear()
                     return round(time.monotonic() - t0, 1)
             except (OSError, GuestError, ValueError):
                 pass
@@ -226,13 +229,19 @@ class VM:
         return self.agent("guest-exec", path="/bin/sh", arg=["-c", command], **{"capture-output": True})["pid"]
 
     def poll(self, pid: int) -> Result | None:
+        """The command's result once it exited, else None; asked again, the same result (qemu-guest-agent
+        answers "Invalid parameter 'pid'" for a process whose exit it already reported)."""
+        if pid in self.finished:
+            return self.finished[pid]
         st = self.agent("guest-exec-status", pid=pid)
         if not st.get("exited"):
             return None
+
         def text(key: str) -> str:
             return base64.b64decode(st.get(key, "")).decode(errors="replace")
 
-        return Result(st.get("exitcode", -st.get("signal", 1)), text("out-data"), text("err-data"))
+        r = self.finished[pid] = Result(st.get("exitcode", -st.get("signal", 1)), text("out-data"), text("err-data"))
+        return r
 
     def sh(self, command: str, timeout: float = 120) -> Result:
         """Run a shell command in the guest as root and wait for it."""

@@ -87,3 +87,4 @@ def test_truncated_png_detection_in_reader(tmp_path):
     p = tmp_path / "x.png"
     p.write_bytes(png)
     assert read_image(p)[0].shape == (40, 40, 3)
+

@@ -153,6 +153,7 @@ class QueuedKeys:
     def __init__(self):
         self.events: list[tuple] = []
         self.closed = False
+        self.active = True
 
     def poll(self) -> list[tuple]:
         events, self.events = self.events, []

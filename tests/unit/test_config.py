@@ -44,3 +44,17 @@ def test_state_dir_follows_systemd(monkeypatch):
     assert str(config.state_dir(config.load())) == "/var/lib/phonescope"
     monkeypatch.delenv("STATE_DIRECTORY")
     assert str(config.state_dir(config.load())) == "var"
+
+
+def test_a_reader_that_goes_away_is_not_an_internal_error(capsys, monkeypatch):
+    """`phonescope status | head`: the pipe closes under the command's print; it ends quietly with 0."""
+    import sys
+
+    from edge.cli import guarded
+
+    def print_into_a_closed_pipe():
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)   # guarded swaps stdout for /dev/null: restored after the test
+    assert guarded("status", print_into_a_closed_pipe) == 0
+    assert "internal error" not in capsys.readouterr().err

@@ -183,9 +183,24 @@ def test_window_keys_from_opencvs_qt_backend():
     upper case (a scanner's Shift around each capital), Caps Lock toggles; named keys by their keysyms."""
     from edge.sinks.window import WindowKeys
 
-    w = WindowKeys()
+    w = WindowKeys(modifiers=None)   # without the X server's modifier state: Shift presses and Caps Lock alone
     codes = [0xFFE1, ord("s"), ord("-"), ord("7"), ord("a"), 0xFFE5, ord("b"), ord("!"), 13, 32, 27, 65361,
              65363, 65535, 8, -1, 0xFFBE]
     keys = [k for k in (w.key(c) for c in codes) if k]
     assert keys == [("char", "S"), ("char", "-"), ("char", "7"), ("char", "a"), ("char", "B"), ("char", "!"),
                     ("enter",), ("space",), ("esc",), ("left",), ("right",), ("delete",), ("backspace",)]
+
+
+def test_window_keys_take_shift_held_from_the_x_server():
+    """A person holding Shift over two letters: the X server's modifier mask says so for both."""
+    from edge.sinks.window import WindowKeys
+
+    held = {"mask": 0}
+    w = WindowKeys(modifiers=lambda: held["mask"])
+    held["mask"] = 1                              # Shift down
+    keys = [w.key(c) for c in (0xFFE1, ord("b"), ord("s"))]
+    held["mask"] = 0
+    keys += [w.key(c) for c in (ord("-"), ord("x"))]
+    held["mask"] = 2                              # Caps Lock on
+    keys.append(w.key(ord("q")))
+    assert [k for k in keys if k] == [("char", "B"), ("char", "S"), ("char", "-"), ("char", "x"), ("char", "Q")]
