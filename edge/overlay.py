@@ -40,7 +40,7 @@ class View:
     clipped: float = 0.0                 # fraction of raw pixels at the top of the range
     saving: bool = False
     saved_seq: int | None = None
-    thumbnail: np.ndarray | None = None  # the last capture, enhanced, RGB uint8
+    thumbnail: np.ndarray | None = None  # the capture under review, else the last one, enhanced, RGB uint8
     reviewing: int | None = None         # seq of the capture under review
     review_flag: str | None = None
 

@@ -27,7 +27,8 @@ from edge.storage import StorageError, Stored
 
 log = logging.getLogger("phonescope")
 
-THUMBNAIL_WIDTH = 480      # px: the last capture as the screen's side panel shows it
+THUMBNAIL_WIDTH = 480      # px: a capture as the screen's side panel shows it
+REVIEWABLE = 10            # the last captures the operator can step through
 
 
 class PreviewSlot:
@@ -61,7 +62,7 @@ class PreviewLoop:
         self.operator = operator or OperatorState()
         self.flag = flag
         self.flagged: dict[int, str] = {}      # captures flagged from this screen
-        self.thumbnail: np.ndarray | None = None   # the last capture, enhanced, small
+        self.thumbnails: dict[int, np.ndarray] = {}   # seq -> the capture, enhanced, small (the last few)
         self.shown = 0          # pictures the sink took: `status` shows whether the screen is being updated
 
     def screen_size(self) -> tuple[int, int]:
@@ -128,6 +129,13 @@ class PreviewLoop:
         w = THUMBNAIL_WIDTH
         if image.dtype != np.uint8:
             image = (image >> 8).astype(np.uint8)
-        self.thumbnail = cv2.resize(image, (w, max(1, round(image.shape[0] * w / image.shape[1]))),
-                                    interpolation=cv2.INTER_AREA)
-        self.operator.captured(stored.seq)
+        self.thumbnails[stored.seq] = cv2.resize(image, (w, max(1, round(image.shape[0] * w / image.shape[1]))),
+                                                 interpolation=cv2.INTER_AREA)
+        self.operator.captured(stored.seq, keep=REVIEWABLE)
+        for seq in [s for s in self.thumbnails if s not in self.operator.recent]:
+            self.thumbnails.pop(seq, None)
+
+    def thumbnail(self) -> np.ndarray | None:
+        """The capture under review, else the last one."""
+        seq = self.operator.reviewed or (self.operator.recent[0] if self.operator.recent else None)
+        return self.thumbnails.get(seq) if seq is not None else None

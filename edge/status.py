@@ -85,7 +85,7 @@ class StatusBoard:
                     sample_id=op.sample_id if op else None, typed=op.typed if op else "",
                     operator_id=op.operator_id if op else None, message=op.message if op else None,
                     focus_level=inf.focus.level, adjust_focus=inf.focus.adjust_focus, saving=pending > 0,
-                    saved_seq=last["seq"] if last else None, thumbnail=pv.thumbnail if pv else None,
+                    saved_seq=last["seq"] if last else None, thumbnail=pv.thumbnail() if pv else None,
                     reviewing=reviewing, review_flag=pv.flagged.get(reviewing) if pv and reviewing else None)
 
     def warning(self) -> str | None:

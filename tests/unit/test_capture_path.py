@@ -205,9 +205,12 @@ def test_a_scanned_sample_id_a_capture_and_a_retake_flag_from_the_keyboard(state
         assert row["sample_id"] == "S-17" and row["operator_id"] == "tech-1" and row["session_id"]
         assert row["session_id"] == d.preview.operator.session_id and row["focus_score"] is not None
         assert wait_until(lambda: d.preview.operator.recent == [row["seq"]], 5)
+        assert d.preview.thumbnail() is not None and d.preview.thumbnail().shape[1] == 480
         keys.events += [("left",), ("delete",)]
         assert wait_until(lambda: d.storage.rows()[0]["review"] == "retake", 5)
         assert "flagged" in d.preview.operator.message
+        view = d.board.view()
+        assert view.reviewing == row["seq"] and view.review_flag == "retake" and view.sample_id == "S-17"
         keys.events += [("char", c) for c in "bad/id"] + [("enter",)]
         assert wait_until(lambda: "refused" in (d.preview.operator.message or ""), 5)
         assert d.preview.operator.sample_id == "S-17"
