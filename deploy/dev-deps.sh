@@ -17,6 +17,8 @@ pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev pkg-config)
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
 command -v xdotool >/dev/null 2>&1 || need+=(xdotool)   # real key events into the preview window (tests)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# the KMS sink's ioctl structs are checked against the kernel's drm_mode.h (tests)
+[ -f /usr/include/libdrm/drm_mode.h ] || [ -f /usr/include/drm/drm_mode.h ] || need+=(libdrm-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian packages: ${need[*]}" >&2
