@@ -1,4 +1,4 @@
-"""`phonescope calibrate colour|flat|dark` and `phonescope pairs`: the calibration commands.
+"""`phonescope calibrate colour|flat|dark|scale` and `phonescope pairs`: the calibration commands.
 
 Registered with the one entry point through the `phonescope.commands` entry
 point group (pyproject.toml), so edge/ never imports calibration/.
@@ -98,10 +98,40 @@ def cmd_flat(args) -> int:
     return 0
 
 
+def cmd_scale(args) -> int:
+    from calibration.profile import update
+    from calibration.scale import NoRuling, pixel_size_um
+
+    try:
+        img = read_image(args.image)[0]
+        um, ruling = pixel_size_um(img, args.um)
+    except (ImageError, NoRuling, ValueError) as e:
+        raise UserError(f"{args.image}: {e}" if isinstance(e, NoRuling) else str(e)) from None
+    h, w = img.shape[:2]
+    value = {"pixel_size_um": round(um, 6), "width": w, "height": h, "spacing_um": args.um,
+             "period_px": round(ruling.period_px, 4), "angle_deg": ruling.angle_deg,
+             "contrast": ruling.contrast, "source_image": str(args.image)}
+    version = update(args.profile, "scale", value, camera=camera_settings(args))
+    print(json.dumps(value))
+    print(f"{um:.4f} um per camera pixel at {w}x{h} (ruling period {ruling.period_px:.3f} px, "
+          f"{args.um:g} um); wrote {args.profile} (version {version})", file=sys.stderr)
+    return 0
+
+
 def add_commands(sub) -> None:
     add_pairs(sub)
-    c = sub.add_parser("calibrate", help="calibrate colour (chart photo), flat-field or dark frame")
-    csub = c.add_subparsers(dest="what", metavar="colour|flat|dark", required=True)
+    c = sub.add_parser("calibrate", help="calibrate colour (chart photo), flat-field, dark frame or pixel size "
+                       "(stage micrometer)")
+    csub = c.add_subparsers(dest="what", metavar="colour|flat|dark|scale", required=True)
+    sc = csub.add_parser("scale", help="pixel size in um from a photo of a stage micrometer (ruling period by FFT)")
+    sc.add_argument("image", metavar="IMG", help="the micrometer's ruling, in focus, taken at the kiosk's "
+                    "camera resolution")
+    sc.add_argument("--um", type=float, required=True, metavar="N",
+                    help="the ruling's line spacing in micrometres (10 on a 1 mm / 100 division slide)")
+    sc.add_argument("--profile", required=True, metavar="FILE")
+    sc.add_argument("--config", metavar="PATH", help="the kiosk's config, for the camera settings (default: "
+                    "the installed one)")
+    sc.set_defaults(func=cmd_scale)
     col = csub.add_parser("colour", help="colour-correction matrix from a 24-patch chart photo")
     col.add_argument("image", metavar="IMG")
     col.add_argument("--corners", required=True, help="x,y of the chart's TL, TR, BR, BL corners (8 numbers)")

@@ -141,9 +141,11 @@ class CaptureWriter:
     """The storage thread: encode, sidecar, Storage.store, then acknowledge. Never drops a capture."""
 
     def __init__(self, storage: Storage, cfg_capture: dict, camera_meta: dict, static_meta: dict,
-                 notices: Notices, notice: str = ""):
-        """notice: the kiosk's notice ([preview] notice), also written into every enhanced file."""
+                 notices: Notices, notice: str = "", pixel_size: Callable[[int], float | None] | None = None):
+        """notice: the kiosk's notice ([preview] notice), also written into every enhanced file;
+        pixel_size: um per camera pixel for a frame of a given width (None: not calibrated)."""
         self.storage, self.cfg, self.notices = storage, cfg_capture, notices
+        self.pixel_size = pixel_size
         self.camera_meta, self.static_meta = camera_meta, static_meta
         self.jobs: queue.Queue = queue.Queue()
         self.captures_done = 0
@@ -183,20 +185,33 @@ class CaptureWriter:
                focus_score: float | None) -> Stored:
         t0 = time.monotonic()
         fmt, bits = self.cfg["format"], 16 if image.dtype == np.uint16 else 8
-        data = encode(image, EXTS[fmt], bits, self.cfg["jpeg_quality"], self.file_text)
-        raw = encode(frame.as_uint8(), ".jpg", jpeg_quality=RAW_JPEG_QUALITY) if self.cfg["keep_raw"] else None
+        frame_w = frame.image.shape[1]
+        raw_um = self.pixel_size(frame_w) if self.pixel_size else None
+        # the enhanced image covers the frame's field on its own grid (the model's scale)
+        out_um = raw_um * frame_w / image.shape[1] if raw_um else None
+        data = encode(image, EXTS[fmt], bits, self.cfg["jpeg_quality"], self.file_text, out_um)
+        raw, raw_fmt = None, self.cfg.get("raw_format", "jpeg")
+        if self.cfg["keep_raw"]:
+            # lossless in the camera's own bits (png, tiff), or JPEG where space matters more
+            frame_px = frame.as_uint8() if raw_fmt == "jpeg" else frame.image
+            raw = encode(frame_px, EXTS[raw_fmt], 16 if frame_px.dtype == np.uint16 else 8, RAW_JPEG_QUALITY,
+                         pixel_size_um=raw_um)
         timings["encode_s"] = round(time.monotonic() - t0, 4)
         camera = {**self.camera_meta, **frame.settings, "frame_seq": frame.seq,
-                  "width": frame.image.shape[1], "height": frame.image.shape[0]}
+                  "width": frame.image.shape[1], "height": frame.image.shape[0],
+                  "bits": 16 if frame.image.dtype == np.uint16 else 8,
+                  "pixel_size_um": None if raw_um is None else round(raw_um, 6)}
         if frame.sensor_t is not None:
             camera["sensor_time_s"] = frame.sensor_t
         meta = {"origin": req.origin, "camera": camera, **self.static_meta,
                 "session": {"id": req.session_id, "operator": req.operator_id},
                 "focus_score": None if focus_score is None else round(focus_score, 3),
-                "output": {"width": image.shape[1], "height": image.shape[0], "format": fmt, "bits": bits},
+                "output": {"width": image.shape[1], "height": image.shape[0], "format": fmt, "bits": bits,
+                           "pixel_size_um": None if out_um is None else round(out_um, 6)},
+                "raw_format": raw_fmt if raw is not None else None,
                 "timings": timings}
         try:
-            stored = self.storage.store(data, EXTS[fmt], meta, raw, req.sample_id)
+            stored = self.storage.store(data, EXTS[fmt], meta, raw, req.sample_id, raw_format=raw_fmt)
         except StorageFull as e:
             raise disk_full(e, self.notices) from None
         except StorageError as e:

@@ -78,6 +78,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
     },
     "calibration": {
         "profile": (str, "", None),
+        # um per camera pixel at [camera] width; 0: the profile's (phonescope calibrate scale), else none
+        "pixel_size_um": ((int, float), 0, _range(0, 1000)),
     },
     "preview": {
         "sink": (str, "auto", _one_of("auto", "window", "kms", "fbdev", "file", "none")),
@@ -92,6 +94,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
     "capture": {
         "interval_s": ((int, float), 0, _range(0, 86400 * 7)),
         "keep_raw": (bool, True, None),
+        "raw_format": (str, "png", _one_of("png", "tiff", "jpeg")),   # png/tiff lossless, in the camera's bits
         "format": (str, "png", _one_of("png", "tiff", "jpeg")),
         "jpeg_quality": (int, 90, _range(1, 100)),
     },

@@ -144,49 +144,96 @@ def to_uint16(rgb: np.ndarray) -> np.ndarray:
 
 
 def encode(rgb: np.ndarray, ext: str = ".png", bits: int = 8, jpeg_quality: int = 90,
-           text: dict[str, str] | None = None) -> bytes:
+           text: dict[str, str] | None = None, pixel_size_um: float | None = None) -> bytes:
     """Encode float RGB [0,1] (or uint8/uint16 RGB) as PNG, TIFF or JPEG bytes. text: carried in the file's
     own metadata, where any viewer finds it (PNG tEXt/iTXt chunks; TIFF ImageDescription and Software;
-    JPEG comments): an enhanced capture says it is AI-enhanced and by which model."""
+    JPEG comments): an enhanced capture says it is AI-enhanced and by which model. pixel_size_um: the
+    size of a pixel on the slide, so that Fiji and QuPath measure in micrometres (TIFF: ImageJ resolution
+    and unit for 8 bits, OME-TIFF PhysicalSizeX/Y for 16, both with the standard resolution tags; PNG:
+    the pHYs chunk in pixels per metre)."""
     if rgb.dtype == np.float32 or rgb.dtype == np.float64:
         rgb = to_uint16(rgb) if bits == 16 and ext != ".jpg" else to_uint8(rgb)
-    if text and ext in (".tif", ".tiff"):
-        return _tiff(rgb, text)
+    if ext in (".tif", ".tiff") and (text or pixel_size_um):
+        return _tiff(rgb, text or {}, pixel_size_um)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[..., ::-1]), params)
     if not ok:
         raise ImageError(f"cannot encode image as {ext}")
     data = buf.tobytes()
-    if text and ext == ".png":
-        return data[:33] + b"".join(_png_text(k, v) for k, v in text.items()) + data[33:]   # after IHDR
+    if ext == ".png" and (text or pixel_size_um):
+        chunks = [_png_text(k, v) for k, v in (text or {}).items()]
+        if pixel_size_um:
+            ppm = round(1e6 / pixel_size_um)
+            chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1)))   # unit 1: the metre
+        return data[:33] + b"".join(chunks) + data[33:]   # after IHDR
     if text and ext in (".jpg", ".jpeg"):
         c = "\n".join(f"{k}: {v}" for k, v in text.items()).encode()[:65000]   # one comment: readers keep one
         return data[:2] + b"\xff\xfe" + struct.pack(">H", len(c) + 2) + c + data[2:]         # after SOI
     return data
 
 
-def _png_text(key: str, value: str) -> bytes:
-    """One PNG text chunk: tEXt where Latin-1 holds the text, else iTXt (UTF-8)."""
-    try:
-        kind, body = b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")
-    except UnicodeEncodeError:
-        kind, body = b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode()
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _tiff(rgb: np.ndarray, text: dict[str, str]) -> bytes:
-    """TIFF by tifffile (OpenCV's writes no text tags): deflate, ImageDescription from the entries but
-    Software, Software from text["Software"] (TIFF strings are 7-bit ASCII: others are escaped)."""
+def _png_text(key: str, value: str) -> bytes:
+    """One PNG text chunk: tEXt where Latin-1 holds the text, else iTXt (UTF-8)."""
+    try:
+        return _png_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1"))
+    except UnicodeEncodeError:
+        return _png_chunk(b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode())
+
+
+def _tiff(rgb: np.ndarray, text: dict[str, str], pixel_size_um: float | None = None) -> bytes:
+    """TIFF by tifffile (OpenCV's writes no text tags), deflate. Without a pixel size: ImageDescription
+    from the text entries but Software, Software from text["Software"] (TIFF strings are 7-bit ASCII:
+    others are escaped). With one: 8 bits as an ImageJ TIFF (what Fiji itself writes: resolution in
+    pixels per um, unit=um; the text in its Info property), 16 bits as OME-TIFF (ImageJ's own format has
+    no 16-bit RGB; Bio-Formats in Fiji and QuPath read PhysicalSizeX/Y; the text in its Description),
+    both with XResolution/YResolution in pixels per centimetre for other readers."""
     import io
 
     import tifffile
 
     ascii_ = lambda t: t.encode("ascii", "backslashreplace").decode() if t else None
     desc = "; ".join(f"{k}: {v}" for k, v in text.items() if k != "Software")
+    kw = dict(photometric="rgb", compression="zlib", software=ascii_(text.get("Software")))
     buf = io.BytesIO()
-    tifffile.imwrite(buf, np.ascontiguousarray(rgb), photometric="rgb", compression="zlib", metadata=None,
-                     description=ascii_(desc), software=ascii_(text.get("Software")))
+    rgb = np.ascontiguousarray(rgb)
+    if not pixel_size_um:
+        tifffile.imwrite(buf, rgb, metadata=None, description=ascii_(desc), **kw)
+    elif rgb.dtype == np.uint8:
+        tifffile.imwrite(buf, rgb, imagej=True, resolution=(1 / pixel_size_um, 1 / pixel_size_um),
+                         metadata={"unit": "um", **({"Info": desc} if desc else {})}, **kw)
+    else:
+        ppcm = 1e4 / pixel_size_um
+        tifffile.imwrite(buf, rgb, ome=True, resolution=(ppcm, ppcm), resolutionunit="CENTIMETER",
+                         metadata={"axes": "YXS", "PhysicalSizeX": pixel_size_um, "PhysicalSizeY": pixel_size_um,
+                                   "PhysicalSizeXUnit": "\u00b5m", "PhysicalSizeYUnit": "\u00b5m",
+                                   **({"Description": desc} if desc else {})}, **kw)
     return buf.getvalue()
+
+
+def tiff_pixel_size_um(data: bytes) -> float | None:
+    """The pixel size a TIFF written by encode() declares (ImageJ, OME or resolution tags), for checks."""
+    import io
+
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as t:
+        if t.is_ome:
+            import re
+            m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', t.ome_metadata or "")
+            if m:
+                return float(m.group(1))
+        tags = t.pages[0].tags
+        if "XResolution" not in tags:
+            return None
+        num, den = tags["XResolution"].value
+        unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else 2
+        if t.is_imagej and (t.imagej_metadata or {}).get("unit") in ("um", "micron", "\u00b5m"):
+            return den / num
+        return {3: 1e4, 2: 25400.0}.get(int(unit), float("nan")) * den / num
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:

@@ -1,7 +1,8 @@
 """The per-kiosk calibration profile: loaded, validated and applied to camera frames.
 
 {"format": "phonescope-calibration/1", "version": N, "colour": {...} | null,
- "flat": {"file": ..., "sha256": ...} | null, "dark": {...} | null}
+ "flat": {"file": ..., "sha256": ...} | null, "dark": {...} | null,
+ "scale": {"pixel_size_um": ..., "width": ..., ...} | null}
 
 `phonescope calibrate` (calibration/) writes it; the kiosk only reads it.
 Loading validates everything and refuses a profile whose images do not match
@@ -42,7 +43,16 @@ class Profile:
     def describe(self) -> dict:
         return {"path": str(self.path), "version": self.version,
                 "colour": self.colour["method"] if self.colour else None,
+                "pixel_size_um": (self.raw.get("scale") or {}).get("pixel_size_um"),
                 "flat": self.flat is not None, "dark": self.dark is not None}
+
+    def pixel_size_um(self, width: int) -> float | None:
+        """um per camera pixel for frames `width` pixels wide (the micrometer image may have been taken at
+        another camera resolution of the same sensor and optics); None where the profile has no scale."""
+        scale = self.raw.get("scale") or {}
+        if not scale.get("pixel_size_um"):
+            return None
+        return float(scale["pixel_size_um"]) * int(scale.get("width") or width) / width
 
     def check_size(self, shape: tuple) -> None:
         """ValueError for a frame whose size differs from the flat or dark frame's."""
@@ -122,6 +132,11 @@ def load(path: str | Path) -> Profile:
         m = np.asarray(colour.get("matrix"), np.float32)
         if colour.get("method") not in CCM_METHODS or m.ndim != 2 or m.shape[0] != 3:
             raise ProfileError(f"{path}: bad colour section")
+    scale = doc.get("scale")
+    if scale is not None:
+        um, width = scale.get("pixel_size_um"), scale.get("width")
+        if not isinstance(um, (int, float)) or not 0 < um < 1000 or not isinstance(width, int) or width < 1:
+            raise ProfileError(f"{path}: bad scale section (pixel_size_um and width)")
     flat, dark = image("flat"), image("dark")
     if flat is not None and (flat <= 0).any():
         raise ProfileError(f"{path}: flat-field has zero or negative values")

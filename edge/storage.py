@@ -1,7 +1,7 @@
 """Captures on disk: atomic files, a JSON sidecar and an SQLite catalogue.
 
 Layout: <state>/captures/YYYY/MM/DD/<time>_<seq>[_<sample>].<ext> (enhanced),
-....raw.jpg (camera frame, optional), ....json (sidecar), and
+....raw.png|.raw.tiff|.raw.jpg (camera frame, optional), ....json (sidecar), and
 <state>/catalog.sqlite (table `captures`). Each file is written to a
 temporary name, fsynced, renamed and its folder fsynced; the sidecar is
 written last (it is the capture's commit mark) and the catalogue row after
@@ -42,8 +42,8 @@ SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FILE_MODE = 0o640     # patient material: not world-readable
 DIR_MODE = 0o750
 EXTS = {"png": ".png", "tiff": ".tiff", "jpeg": ".jpg"}
-RAW_SUFFIX = ".raw.jpg"
-IMAGE_SUFFIXES = (RAW_SUFFIX, *EXTS.values(), ".json")  # the raw suffix first: it ends in .jpg too
+RAW_SUFFIXES = {fmt: ".raw" + ext for fmt, ext in EXTS.items()}      # the camera frame kept beside it
+IMAGE_SUFFIXES = (*RAW_SUFFIXES.values(), *EXTS.values(), ".json")   # raw first: .raw.jpg ends in .jpg too
 
 
 def capture_stem(name: str) -> str:
@@ -169,11 +169,12 @@ class Storage:
         (m,) = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM captures").fetchone()
         return int(m) + 1
 
-    def store(self, image_bytes: bytes, ext: str, meta: dict, raw_jpeg: bytes | None = None,
-              sample_id: str | None = None, now: float | None = None) -> Stored:
-        """Write one capture durably; returns once files and catalogue row are on disk."""
+    def store(self, image_bytes: bytes, ext: str, meta: dict, raw_bytes: bytes | None = None,
+              sample_id: str | None = None, now: float | None = None, raw_format: str = "jpeg") -> Stored:
+        """Write one capture durably; returns once files and catalogue row are on disk. raw_bytes: the
+        camera frame, encoded as raw_format (png | tiff | jpeg)."""
         sample_id = check_sample_id(sample_id)
-        self.check_space(len(image_bytes) + len(raw_jpeg or b"") + 65536)
+        self.check_space(len(image_bytes) + len(raw_bytes or b"") + 65536)
         now = time.time() if now is None else now
         t = _dt.datetime.fromtimestamp(now, _dt.timezone.utc)
         seq = self.next_seq()
@@ -188,17 +189,17 @@ class Storage:
             raise StorageError(f"cannot create capture folder {folder}: {e.strerror}") from None
         stem = f"{t:%Y%m%dT%H%M%S}_{seq:06d}" + (f"_{sample_id}" if sample_id else "")
         image = folder / f"{stem}{ext}"
-        raw = folder / f"{stem}{RAW_SUFFIX}" if raw_jpeg is not None else None
+        raw = folder / f"{stem}{RAW_SUFFIXES[raw_format]}" if raw_bytes is not None else None
         sidecar = folder / f"{stem}.json"
         digest = sha256_bytes(image_bytes)
         clock = "rtc" if t.year >= 2020 else "unsynchronised (before 2020: no real-time clock?)"
         meta = dict(meta, seq=seq, time_utc=t.isoformat(timespec="milliseconds"), clock=clock,
                     sample_id=sample_id, image=image.name, image_sha256=digest, image_bytes=len(image_bytes),
-                    raw=raw.name if raw else None, raw_sha256=sha256_bytes(raw_jpeg) if raw else None)
+                    raw=raw.name if raw else None, raw_sha256=sha256_bytes(raw_bytes) if raw else None)
         times: dict = {}
         try:
             if raw is not None:
-                atomic_write(raw, raw_jpeg, FILE_MODE, times)
+                atomic_write(raw, raw_bytes, FILE_MODE, times)
             atomic_write(image, image_bytes, FILE_MODE, times)
             atomic_write(sidecar, json.dumps(meta, indent=2, sort_keys=True).encode(), FILE_MODE, times)
         except OSError as e:

@@ -111,6 +111,17 @@ def load_profile(cfg: dict, card: ModelCard) -> Profile | None:
     return profile
 
 
+def camera_pixel_size(cfg: dict, profile: Profile | None):
+    """um per camera pixel for a frame of a given width: [calibration] pixel_size_um (at [camera] width),
+    else the profile's scale, else None (captures then carry no pixel size)."""
+    um, width = cfg["calibration"]["pixel_size_um"], cfg["camera"]["width"]
+    if um:
+        return lambda w: um * width / w
+    if profile is not None and profile.pixel_size_um(width) is not None:
+        return profile.pixel_size_um
+    return None
+
+
 def calibration_misfit(profile: Profile | None, cfg: dict) -> str | None:
     """Why the camera's settings are not those the calibration was made with, or None."""
     if profile is None:
@@ -192,7 +203,7 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
                                "path": str(model_path), "scale": card.scale},
                      "backend": engine.name, "backend_reason": why, "calibration_profile": pre.describe(),
                      "phonescope": phonescope_version()},
-        notices=notices, notice=cfg["preview"]["notice"])
+        notices=notices, notice=cfg["preview"]["notice"], pixel_size=camera_pixel_size(cfg, profile))
     inference = InferenceLoop(enhancer, pre, Postprocess(cfg["capture"]["format"]), latest, captures, writer,
                               slot.put, lambda: supervisor.error, notices, stopping, clock)
     board = StatusBoard(supervisor, inference, captures, writer, storage, notices, (card.name, card.version),

@@ -62,3 +62,55 @@ def test_broken_profile_stops_the_daemon_with_78(tmp_path, tiny_model):
     cfg.write_text(f'[calibration]\nprofile = "{prof}"\n')
     r = run_cli("run", "--config", cfg, "--model", tiny_model, "--state-dir", tmp_path / "s", "--preview", "none")
     assert r.returncode == 78 and "kiosk.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_scale_from_a_micrometer_gives_captures_fiji_measures_in_micrometres(tmp_path, tiny_model):
+    """calibrate scale on a generated ruling (10 um lines, 20.8 px apart: 0.4808 um/px) -> the daemon's
+    TIFF capture declares the enhanced grid's pixel size, the raw frame is kept losslessly (PNG, its pHYs
+    in pixels per metre) and the sidecar records both sizes."""
+    import cv2
+
+    from edge.imageio import decode, tiff_pixel_size_um
+    from tests.unit.test_scale import micrometer
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    img = micrometer(480, 640, 20.8, 2.0)
+    write_image(tmp_path / "ruling.png", img)
+    prof = tmp_path / "kiosk.json"
+    r = run_cli("calibrate", "scale", tmp_path / "ruling.png", "--um", "10", "--profile", prof)
+    assert r.returncode == 0, r.stderr
+    um = load(prof).pixel_size_um(640)
+    assert abs(um - 10 / 20.8) < 10 / 20.8 * 1e-3
+    assert "um per camera pixel" in r.stderr
+    r = run_cli("calibrate", "scale", SAMPLES / "phone" / "BloodImage_00004.jpg", "--um", "10", "--profile", prof)
+    assert r.returncode == 1 and "no periodic ruling" in r.stderr and r.stderr.count("\n") == 1
+
+    src = SAMPLES / "phone" / "BloodImage_00004.jpg"
+    (frames / src.name).write_bytes(src.read_bytes())
+    cfg = tmp_path / "k.toml"
+    cfg.write_text(f'[calibration]\nprofile = "{prof}"\n[capture]\nformat = "tiff"\nraw_format = "png"\n')
+    state = tmp_path / "s"
+    proc = daemon(state, f"replay:{frames}", tiny_model, extra=["--config", str(cfg)])
+    try:
+        assert wait_until(lambda: status(state)["state"] == "running", 90)
+        r = run_cli("capture", "--state-dir", state, timeout=120)
+        assert r.returncode == 0, r.stderr
+        image = Path(r.stdout.strip())
+        meta = json.loads(image.with_suffix(".json").read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    frame = cv2.imdecode(np.frombuffer(src.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    cam_um = um * 640 / frame.shape[1]
+    assert meta["camera"]["pixel_size_um"] == round(cam_um, 6)
+    out_um = cam_um * frame.shape[1] / meta["output"]["width"]
+    assert meta["output"]["pixel_size_um"] == round(out_um, 6)
+    assert abs(tiff_pixel_size_um(image.read_bytes()) - out_um) < 1e-9
+    raw = image.parent / meta["raw"]
+    assert raw.name.endswith(".raw.png") and meta["raw_format"] == "png"
+    assert np.array_equal(decode(raw.read_bytes()), frame)          # lossless: the very frame
+    data = raw.read_bytes()
+    i = data.index(b"pHYs")
+    ppm = int.from_bytes(data[i + 4:i + 8], "big")
+    assert abs(ppm - 1e6 / cam_um) <= 0.5 and data[i + 12] == 1

@@ -274,6 +274,71 @@ def test_the_image_file_itself_says_it_is_ai_enhanced_and_by_which_model(state, 
     assert "phonescope" in text
 
 
+@pytest.mark.parametrize("fmt,raw_format", [("tiff", "tiff"), ("png", "png"), ("tiff", "jpeg")])
+def test_a_calibrated_pixel_size_is_in_the_files_and_the_raw_frame_is_lossless(state, fmt, raw_format):
+    """[calibration] pixel_size_um (at [camera] width): the enhanced file declares its own grid's size
+    (ImageJ TIFF read back by tifffile: resolution and unit; PNG pHYs), the raw frame the camera's; the
+    raw PNG/TIFF is the frame itself, bit for bit."""
+    import tifffile
+
+    from edge.imageio import decode, tiff_pixel_size_um
+
+    src = GatedCamera()
+    d = build_daemon(state, source=src, **{"capture.format": fmt, "capture.raw_format": raw_format,
+                                           "calibration.pixel_size_um": 0.8, "camera.width": 1280})
+    d.start()
+    try:
+        src.release()
+        req = d.submit(None, "socket")
+        src.release()
+        stored = req.result.result(timeout=10)
+    finally:
+        src.end()
+        d.shutdown()
+    meta = json.loads(stored.sidecar.read_text())
+    cam_um = 0.8 * 1280 / meta["camera"]["width"]
+    out_um = cam_um * meta["camera"]["width"] / meta["output"]["width"]
+    assert meta["camera"]["pixel_size_um"] == round(cam_um, 6) and meta["output"]["pixel_size_um"] == round(out_um, 6)
+    data = stored.image.read_bytes()
+    if fmt == "tiff":
+        assert abs(tiff_pixel_size_um(data) - out_um) < 1e-9
+        with tifffile.TiffFile(stored.image) as t:
+            assert t.is_imagej and t.imagej_metadata["unit"] == "um"
+            assert "AI-enhanced image: phonescope model fake 0" in t.imagej_metadata["Info"]
+    else:
+        i = data.index(b"pHYs")
+        assert abs(int.from_bytes(data[i + 4:i + 8], "big") - 1e6 / out_um) <= 0.5
+    assert stored.raw.name.endswith({"tiff": ".raw.tiff", "png": ".raw.png", "jpeg": ".raw.jpg"}[raw_format])
+    raw = decode(stored.raw.read_bytes())[..., ::-1]
+    if raw_format != "jpeg":
+        c = meta["camera"]      # the gated camera's frame k is a flat grey of 10 k
+        assert raw.dtype == np.uint8 and np.array_equal(raw, np.full((c["height"], c["width"], 3),
+                                                                      10 * c["frame_seq"] % 256, np.uint8))
+        if raw_format == "tiff":
+            assert abs(tiff_pixel_size_um(stored.raw.read_bytes()) - cam_um) < 1e-9
+
+
+def test_sixteen_bit_tiff_is_ome_with_physical_size():
+    """A 16-bit capture: ImageJ has no 16-bit RGB, so OME-TIFF (PhysicalSizeX/Y, Description) with the
+    standard resolution tags in pixels per centimetre."""
+    import io
+
+    import tifffile
+
+    from edge.imageio import encode, tiff_pixel_size_um
+
+    img = (np.arange(40 * 30 * 3, dtype=np.uint32).reshape(30, 40, 3) * 37 % 65536).astype(np.uint16)
+    data = encode(img, ".tiff", 16, text={"Description": "AI-enhanced image: m 1", "Software": "phonescope 9"},
+                  pixel_size_um=0.25)
+    with tifffile.TiffFile(io.BytesIO(data)) as t:
+        assert t.is_ome and np.array_equal(t.asarray(), img)
+        assert 'PhysicalSizeX="0.25"' in t.ome_metadata and "AI-enhanced image: m 1" in t.ome_metadata
+        tags = t.pages[0].tags
+        assert tags["XResolution"].value == (40000, 1) and tags["ResolutionUnit"].value == 3
+        assert tags["Software"].value == "phonescope 9"
+    assert tiff_pixel_size_um(data) == 0.25
+
+
 def test_status_shows_the_camera_settings_and_a_calibration_made_with_other_ones(state, tmp_path):
     from calibration.profile import update
 

@@ -15,7 +15,7 @@ from edge.storage import Storage, StorageError, StorageFull, check_sample_id
 def test_store_writes_files_sidecar_and_row(tmp_path):
     st = Storage(tmp_path, min_free_mb=0)
     s = st.store(b"PNGDATA", ".png", {"model": {"name": "m", "version": "1"}, "backend": "onnxruntime"},
-                 raw_jpeg=b"JPEG", sample_id="slide-7", now=1_700_000_000)
+                 raw_bytes=b"JPEG", sample_id="slide-7", now=1_700_000_000)
     assert s.image.read_bytes() == b"PNGDATA" and s.raw.read_bytes() == b"JPEG"
     assert s.image.parent.name == "slide-7" and "_000001_slide-7" in s.image.name
     meta = json.loads(s.sidecar.read_text())
@@ -64,7 +64,7 @@ def test_recovery_after_interrupted_writes(tmp_path):
 def test_sample_id_with_a_dot_survives_recovery(tmp_path):
     """Recovery once took the stem up to the first dot and deleted acknowledged captures of such samples."""
     st = Storage(tmp_path, min_free_mb=0)
-    s = st.store(b"IMG", ".png", {}, raw_jpeg=b"RAW", sample_id="slide.7", now=1_700_000_000)
+    s = st.store(b"IMG", ".png", {}, raw_bytes=b"RAW", sample_id="slide.7", now=1_700_000_000)
     st.close()
     st = Storage(tmp_path, min_free_mb=0)
     rep = st.recover()
@@ -75,7 +75,7 @@ def test_sample_id_with_a_dot_survives_recovery(tmp_path):
 def test_files_catalogue_and_folders_are_not_world_readable(tmp_path):
     os.umask(0o022)  # the laxest usual umask: the modes must not depend on it
     st = Storage(tmp_path / "state", min_free_mb=0)
-    s = st.store(b"IMG", ".png", {}, raw_jpeg=b"RAW", sample_id="p1", now=1_700_000_000)
+    s = st.store(b"IMG", ".png", {}, raw_bytes=b"RAW", sample_id="p1", now=1_700_000_000)
     for p in (s.image, s.raw, s.sidecar, *(tmp_path / "state").glob("catalog.sqlite*")):
         assert stat.S_IMODE(os.stat(p).st_mode) & 0o007 == 0, p
     for d in (s.image.parent, s.image.parent.parent, tmp_path / "state" / "captures"):
@@ -88,7 +88,7 @@ def test_the_service_group_can_read_captures_under_the_units_umask(tmp_path):
     old = os.umask(0o077)
     try:
         st = Storage(tmp_path / "state", min_free_mb=0)
-        s = st.store(b"IMG", ".png", {}, raw_jpeg=b"RAW", sample_id="p1", now=1_700_000_000)
+        s = st.store(b"IMG", ".png", {}, raw_bytes=b"RAW", sample_id="p1", now=1_700_000_000)
     finally:
         os.umask(old)
     for d in (s.image.parent, s.image.parent.parent, tmp_path / "state" / "captures"):
@@ -109,7 +109,7 @@ def test_enospc_in_the_middle_of_a_capture_leaves_nothing(tmp_path, leave):
     image, raw = os.urandom(300_000), os.urandom(60_000)   # incompressible, so sizes are what they say
     with mount_tmpfs(tmp_path / "state", "4m") as state:
         st = Storage(state, min_free_mb=0.5)
-        first = st.store(image, ".png", {}, raw_jpeg=raw, now=1_700_000_000)
+        first = st.store(image, ".png", {}, raw_bytes=raw, now=1_700_000_000)
         room = ROOM[leave]   # tmpfs allocates whole pages: raw = 15 pages, image = 74, sidecar = 1
         check = st.check_space
 
@@ -120,13 +120,13 @@ def test_enospc_in_the_middle_of_a_capture_leaves_nothing(tmp_path, leave):
         st.check_space = check_then_fill
         where = "cataloguing" if leave.endswith("catalogue") else "writing"
         with pytest.raises(StorageFull, match=f"disk full while {where} .*nothing saved"):
-            st.store(image, ".png", {}, raw_jpeg=raw, now=1_700_000_000)
+            st.store(image, ".png", {}, raw_bytes=raw, now=1_700_000_000)
         st.check_space = check
         (state / "ballast.bin").unlink()
         assert [r["seq"] for r in st.rows()] == [first.seq]
         assert sorted(p.name for p in first.image.parent.iterdir()) == sorted(
             [first.image.name, first.raw.name, first.sidecar.name]), "no partial or temporary file left"
-        again = st.store(image, ".png", {}, raw_jpeg=raw, now=1_700_000_000)   # space freed: works again
+        again = st.store(image, ".png", {}, raw_bytes=raw, now=1_700_000_000)   # space freed: works again
         assert again.seq == 2
         st.close()
         check_consistent(state)
