@@ -41,7 +41,7 @@ def test_end_to_end_notify_captures_and_sigterm(tmp_path, tiny_model, notify):
             assert meta["timings"]["inference_s"] >= meta["timings"]["network_s"] > 0
             shape = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape
             assert shape in {(480, 640, 3), (441, 587, 3)} and meta["output"]["width"] == shape[1]
-            assert (p.parent / (p.stem + ".raw.jpg")).is_file()
+            assert (p.parent / (p.stem + ".raw.png")).is_file()   # raw_format png: lossless
         st = status(state)
         assert st["state"] == "running" and st["captures"] == 2 and st["camera"]["ok"]
         assert (state / "preview.jpg").is_file()

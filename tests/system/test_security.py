@@ -75,7 +75,7 @@ def test_control_socket_mode_and_peer_credentials(shared_state, tiny_model):
         r = capture(state, "--sample-id", "p-1")
         assert r.returncode == 0, r.stderr
         img = Path(r.stdout.strip())
-        for p in (img, img.with_suffix(".json"), img.parent / (img.stem + ".raw.jpg"), state / "catalog.sqlite",
+        for p in (img, img.with_suffix(".json"), img.parent / (img.stem + ".raw.png"), state / "catalog.sqlite",
                   state / "preview.jpg", state / "phonescope.lock", img.parent, state / "captures"):
             assert stat.S_IMODE(p.stat().st_mode) & 0o007 == 0, f"{p} is world-accessible"
     finally:
