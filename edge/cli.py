@@ -46,6 +46,11 @@ def cmd_doctor(args) -> int:
     return run(args)
 
 
+def cmd_export_captures(args) -> int:
+    from edge.export import cmd_export
+    return cmd_export(args)
+
+
 def cmd_bench(args) -> int:
     if args.pipeline:
         from edge.measure.pipeline import run as run_pipeline
@@ -72,6 +77,15 @@ def add_kiosk_commands(sub) -> None:
     s = sub.add_parser("status", help="the running daemon's status as JSON")
     s.add_argument("--state-dir", metavar="DIR")
     s.set_defaults(func=cmd_status)
+
+    x = sub.add_parser("export-captures", help="copy captures with their sidecars to a folder or USB stick, "
+                       "verified by sha256 and resumable")
+    x.add_argument("--to", required=True, metavar="DIR")
+    x.add_argument("--since", metavar="DATE", help="captures from this day on (UTC), e.g. 2026-11-30")
+    x.add_argument("--sample", metavar="ID", help="only this sample id")
+    x.add_argument("--config", metavar="PATH", help="the kiosk's config (default: the installed one)")
+    x.add_argument("--state-dir", metavar="DIR")
+    x.set_defaults(func=cmd_export_captures)
 
     d = sub.add_parser("doctor", help="check camera, backend, model, disk and permissions")
     d.add_argument("--config", metavar="PATH")
@@ -112,7 +126,7 @@ def add_kiosk_commands(sub) -> None:
     b.set_defaults(func=cmd_bench)
 
 
-KIOSK_COMMANDS = ("run", "capture", "status", "doctor", "enhance", "bench")
+KIOSK_COMMANDS = ("run", "capture", "status", "doctor", "enhance", "bench", "export-captures")
 
 
 def build_parser(plugins: bool = True) -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,14 @@ def sha256_bytes(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 @dataclass
 class Stored:
     seq: int
@@ -101,6 +110,15 @@ CREATE TABLE IF NOT EXISTS captures (
     backend TEXT,
     status TEXT NOT NULL DEFAULT 'ok'
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER NOT NULL,              -- the capture
+    kind TEXT NOT NULL,                -- 'export' (a folder, a USB stick) | 'upload' (a WebDAV server)
+    target TEXT NOT NULL,              -- the folder's path, or the upload URL
+    file TEXT NOT NULL,                -- the file, relative to captures/
+    sha256 TEXT NOT NULL,              -- verified at the target
+    time_utc TEXT NOT NULL,
+    PRIMARY KEY (seq, kind, target, file)
+);
 """
 # catalogue versions (PRAGMA user_version) and what each adds to a catalogue of the one before
 MIGRATIONS = {
@@ -108,6 +126,7 @@ MIGRATIONS = {
         "ALTER TABLE captures ADD COLUMN session_id TEXT",
         "ALTER TABLE captures ADD COLUMN operator_id TEXT",
         "ALTER TABLE captures ADD COLUMN review TEXT"],       # NULL, or "retake": flagged at the kiosk
+    3: [],      # the deliveries table (in SCHEMA: created where missing)
 }
 REVIEW_FLAGS = ("retake",)
 
@@ -123,7 +142,8 @@ class Storage:
         # create it 0640 before SQLite does: its -wal and -shm files copy the database file's mode
         os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))
         os.chmod(db_path, FILE_MODE)
-        self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.lock = threading.RLock()    # one transaction at a time from the daemon's threads
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
@@ -151,7 +171,9 @@ class Storage:
         StorageError for an unknown capture or flag."""
         if review not in REVIEW_FLAGS + (None,):
             raise StorageError(f"unknown review flag {review!r} (known: {', '.join(REVIEW_FLAGS)})")
-        if self.db.execute("UPDATE captures SET review=? WHERE seq=?", (review, seq)).rowcount != 1:
+        with self.lock:
+            changed = self.db.execute("UPDATE captures SET review=? WHERE seq=?", (review, seq)).rowcount
+        if changed != 1:
             raise StorageError(f"no capture #{seq} in the catalogue")
 
     # -- free space -------------------------------------------------------
@@ -252,6 +274,10 @@ class Storage:
         rel = lambda p: str(p.relative_to(self.root)) if p else None
         model = meta.get("model") or {}
         session = meta.get("session") or {}
+        with self.lock:
+            self._insert_row(seq, meta, image, raw, sidecar, rel, model, session)
+
+    def _insert_row(self, seq, meta, image, raw, sidecar, rel, model, session) -> None:
         self.db.execute(
             "INSERT INTO captures (seq, time_utc, clock, sample_id, image, raw, sidecar, sha256, bytes, model, "
             "backend, focus_score, session_id, operator_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -262,9 +288,10 @@ class Storage:
 
     # -- reading / recovery ---------------------------------------------------
     def rows(self) -> list[dict]:
-        cur = self.db.execute("SELECT * FROM captures ORDER BY seq")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        with self.lock:
+            cur = self.db.execute("SELECT * FROM captures ORDER BY seq")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
 
     def recover(self) -> dict:
         """Start-up: drop temporaries and unacknowledged halves, reconcile catalogue and sidecars."""
@@ -307,6 +334,43 @@ class Storage:
                 self.db.execute("UPDATE captures SET status='missing' WHERE seq=?", (r["seq"],))
                 report["rows_missing"] += 1
         return report
+
+    # -- deliveries (export, upload) ------------------------------------------------
+    def capture_files(self, row: dict) -> list[tuple[str, str]]:
+        """A catalogued capture's files as (path relative to captures/, sha256), the sidecar last (it is the
+        capture's commit mark at a target too). StorageError when a file is missing or differs from what
+        was stored (a capture must never leave the kiosk changed)."""
+        sidecar = self.root / row["sidecar"]
+        try:
+            side = sidecar.read_bytes()
+            meta = json.loads(side)
+        except (OSError, ValueError) as e:
+            raise StorageError(f"capture #{row['seq']}: unreadable sidecar {row['sidecar']} ({e})") from None
+        files = [(row["raw"], meta.get("raw_sha256"))] if row.get("raw") else []
+        files += [(row["image"], row["sha256"]), (row["sidecar"], sha256_bytes(side))]
+        out = []
+        for rel, digest in files:
+            if rel != row["sidecar"]:
+                try:
+                    if file_sha256(self.root / rel) != digest:
+                        raise StorageError(f"capture #{row['seq']}: {rel} differs from the file stored")
+                except FileNotFoundError:
+                    raise StorageError(f"capture #{row['seq']}: {rel} is missing") from None
+            out.append((str(Path(rel).relative_to("captures")), digest))
+        return out
+
+    def record_delivery(self, seq: int, kind: str, target: str, file: str, digest: str) -> None:
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO deliveries (seq, kind, target, file, sha256, time_utc) "
+                            "VALUES (?,?,?,?,?,?)", (seq, kind, target, file, digest, now))
+
+    def delivered(self, kind: str, target: str) -> dict[tuple[int, str], str]:
+        """{(seq, file): sha256} of what reached this target, verified."""
+        with self.lock:
+            rows = self.db.execute("SELECT seq, file, sha256 FROM deliveries WHERE kind=? AND target=?",
+                                   (kind, target)).fetchall()
+        return {(s, f): h for s, f, h in rows}
 
     def close(self) -> None:
         self.db.close()
