@@ -109,6 +109,15 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
     "service": {
         "watchdog": (bool, True, None),
     },
+    "upload": {
+        "url": (str, "", None),                  # WebDAV collection, http(s)://host[:port]/path; "": no upload
+        "credentials_file": (str, "", None),     # one line user:password, mode 0600, owned by the service
+        "ca_file": (str, "", None),              # PEM CA for a self-signed server ("": the system's CAs)
+        "concurrency": (int, 2, _range(1, 16)),
+        "max_rate_kb_s": ((int, float), 0, _range(0, 10 ** 7)),   # kilobytes per second for all; 0: no limit
+        "timeout_s": ((int, float), 30, _range(1, 3600)),
+        "retry_max_s": ((int, float), 600, _range(1, 86400)),     # the longest wait between tries
+    },
 }
 
 

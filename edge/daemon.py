@@ -48,11 +48,12 @@ class Daemon:
                  inference: InferenceLoop, captures: CaptureQueue, writer: CaptureWriter, preview: PreviewLoop,
                  control: ControlServer, board: StatusBoard, notifier: Notifier, notices: Notices,
                  stopping: threading.Event, interval_s: float = 0.0, watchdog: bool = True,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, uploader=None):
         self.lock, self.storage, self.supervisor, self.reader = lock, storage, supervisor, reader
         self.inference, self.captures, self.writer, self.preview = inference, captures, writer, preview
         self.control, self.board, self.notifier, self.notices = control, board, notifier, notices
         self.stopping, self.interval_s, self.clock = stopping, float(interval_s), clock
+        self.uploader = uploader       # edge.upload.Uploader, or None
         self.watchdog_s = notifier.watchdog_s if watchdog else 0.0
         self.threads: dict[str, threading.Thread] = {}
         self.ready = self.down = False
@@ -73,6 +74,8 @@ class Daemon:
                              ("preview", self.preview.run), ("control", self.control.run)):
             self.threads[name] = threading.Thread(target=target, name=name, daemon=True)
             self.threads[name].start()
+        if self.uploader is not None:
+            self.uploader.start()
 
     def step(self) -> None:
         """One turn of the systemd loop: READY, the camera's and the engine's health, WATCHDOG=1,
@@ -151,6 +154,8 @@ class Daemon:
         self.inference.abandon("daemon stopped before the capture was taken, nothing saved")
         self._join("preview", deadline + 0.8)          # the sink is closed by its own thread
         self.control.close()
+        if self.uploader is not None:
+            self.uploader.stop(deadline + 1.0)          # a transfer cut here is sent again at the next start
         self.storage.close()
         if not any(t.is_alive() for t in self.threads.values()):
             self.inference.enhancer.close()            # never under a thread still inside the engine

@@ -37,6 +37,7 @@ class StatusBoard:
         """model: (name, version) from the model card; backend: the engine's name; engine_memory: what the
         engine holds outside RSS (Engine.memory)."""
         self.preview: PreviewLoop | None = None     # attached once built (it shows this board's lines)
+        self.uploader = None                         # edge.upload.Uploader where [upload] url is set
         self.camera, self.inference, self.captures, self.writer = camera, inference, captures, writer
         self.storage, self.notices, self.backend, self.stopping = storage, notices, backend, stopping
         self.model_name, self.model_version = model
@@ -65,13 +66,15 @@ class StatusBoard:
                           "adjust": inf.focus.adjust_focus},
                 "operator": self.preview.operator.describe() if self.preview else None,
                 "memory": {**process_memory(), "engine": self.engine_memory()},
+                "upload": self.uploader.status() if self.uploader else None,
                 "warnings": self.notices.messages()}
 
     def lines(self) -> list[str]:
         """The preview's status bar."""
         last = self.writer.last_capture["path"].rsplit("/", 1)[-1] if self.writer.last_capture else "none"
+        up = self.uploader.backlog() if self.uploader else None
         return [f"{self.inference.fps:4.1f} fps | {self.backend} | {self.model_name} | "
-                f"captures {self.writer.captures_done} | last {last}"]
+                f"captures {self.writer.captures_done} | last {last}" + (f" | upload backlog {up}" if up else "")]
 
     def view(self) -> View:
         """What the kiosk screen shows besides the picture (edge/overlay.py)."""

@@ -46,6 +46,7 @@ from edge.sinks import Sink
 from edge.sinks.auto import open_preview
 from edge.heap import bound_heap
 from edge.stages import Postprocess, Preprocess
+from edge.upload import UploadConfigError, Uploader
 from edge.status import StatusBoard
 from edge.storage import Storage
 
@@ -213,11 +214,20 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     preview = board.preview = PreviewLoop(sink, slot, cfg["preview"], board.view, captures.submit, notices, stopping,
                                           keys, operator, storage.flag)
     writer.on_saved.append(preview.saved)
+    uploader = None
+    if cfg["upload"]["url"]:
+        try:
+            uploader = Uploader(storage, cfg["upload"], notices)
+        except UploadConfigError as e:
+            raise config.ConfigError(str(e)) from None
+        writer.on_saved.append(lambda stored, image: uploader.enqueue(stored.seq))
+        board.uploader = uploader
+        log.info("uploading captures to %s", uploader.target.url)
     control = ControlServer(socket_path(state), board.status, captures.submit)
     undo.callback(control.close)
     return Daemon(lock=lock, storage=storage, supervisor=supervisor, reader=reader, inference=inference,
                   captures=captures, writer=writer, preview=preview, control=control, board=board,
-                  notifier=twins.notifier or Notifier(), notices=notices, stopping=stopping,
+                  notifier=twins.notifier or Notifier(), notices=notices, stopping=stopping, uploader=uploader,
                   interval_s=cfg["capture"]["interval_s"], watchdog=cfg["service"]["watchdog"], clock=clock)
 
 
