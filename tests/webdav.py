@@ -121,10 +121,16 @@ class DavServer:
 
 class FaultProxy:
     """TCP proxy to a local port. mode: "ok" | "503" | "hang" | "drop" (cut after drop_after bytes from the
-    client) | "down" (nothing listens). Counts the faults it injected."""
+    client) | "down" (nothing listens). Counts the faults it injected. tls: (cert, key): the proxy is the
+    TLS endpoint (so its 503 is inside TLS) in front of a plain-HTTP server."""
 
-    def __init__(self, upstream: int):
+    def __init__(self, upstream: int, tls: tuple[Path, Path] | None = None):
         self.upstream, self.port = upstream, free_port()
+        self.ssl = None
+        if tls:
+            import ssl
+            self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ssl.load_cert_chain(str(tls[0]), str(tls[1]))
         self.mode, self.drop_after = "ok", 20_000
         self.faults = {"503": 0, "hang": 0, "drop": 0, "refused": 0}
         self.lock = threading.Lock()
@@ -172,6 +178,11 @@ class FaultProxy:
         mode = self.mode
         self.open_socks.add(client)
         try:
+            if self.ssl is not None:
+                client.settimeout(10)
+                client = self.ssl.wrap_socket(client, server_side=True)
+                client.settimeout(None)
+                self.open_socks.add(client)
             if mode == "503":
                 client.recv(65536)
                 self.faults["503"] += 1
