@@ -85,3 +85,41 @@ def test_jetson_python_sees_the_systems_tensorrt_and_gstreamer_opencv(tmp_path):
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", "nothing to swap: nothing done"
     import cv2
     assert cv2.__file__, "this venv's OpenCV is still there"
+
+
+def test_upload_dropin_allows_exactly_the_upload_host_and_verifies(tmp_path):
+    """install.sh writes it from [upload] url (python -m edge.upload dropin); systemd-analyze verify reads the
+    unit with it; without a URL it is removed again."""
+    from edge.upload import unit_dropin
+
+    cfg = config.defaults()
+    cfg["upload"]["url"] = "https://127.0.0.1:8443/dav/kiosk"
+    text = unit_dropin(cfg)
+    allow = [ln.split("=", 1)[1] for ln in text.splitlines() if ln.startswith("IPAddressAllow=")]
+    assert allow == ["127.0.0.1"], "an address literal: nothing to resolve, no name server"
+    cfg["upload"]["url"] = "https://localhost/dav"
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 192.0.2.53\nnameserver 127.0.0.53\n")
+    allow = [ln.split("=", 1)[1] for ln in unit_dropin(cfg, str(resolv)).splitlines()
+             if ln.startswith("IPAddressAllow=")]
+    assert "192.0.2.53" in allow and "localhost" in allow and ("127.0.0.1" in allow or "::1" in allow)
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed (deploy/dev-deps.sh installs systemd)")
+    exe = Path(sys.executable).parent / "phonescope"
+    unit = tmp_path / "phonescope.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/phonescope", str(exe)))
+    toml = tmp_path / "k.toml"
+    toml.write_text('[upload]\nurl = "https://127.0.0.1:8443/dav/kiosk"\n')
+    dropin = tmp_path / "phonescope.service.d" / "upload.conf"
+    r = subprocess.run([sys.executable, "-m", "edge.upload", "dropin", str(toml), str(dropin)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and dropin.is_file(), r.stderr
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
+    dropin.write_text(dropin.read_text() + "IPAddressAllow=not-an-address\n")   # verify does read the drop-in
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert "not-an-address" in r.stdout + r.stderr
+    toml.write_text("")
+    r = subprocess.run([sys.executable, "-m", "edge.upload", "dropin", str(toml), str(dropin)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not dropin.exists() and "removed" in r.stdout
