@@ -53,7 +53,7 @@ install -d -m 0755 /etc/phonescope
 [ -f /etc/phonescope/phonescope.toml ] || install -m 0644 "$SRC/deploy/phonescope.toml" /etc/phonescope/
 install -m 0644 "$SRC/deploy/phonescope.service" /etc/systemd/system/phonescope.service
 # The unit denies all IP traffic; with [upload] url a drop-in allows exactly the upload host (removed without)
-"$PREFIX/.venv/bin/python" -m edge.upload dropin /etc/phonescope/phonescope.toml \
+"$PREFIX/.venv/bin/python" -m edge.upload_unit dropin /etc/phonescope/phonescope.toml \
     || echo "install.sh: no upload allowance written (see the line above): captures stay on the kiosk" >&2
 install -m 0644 "$SRC/deploy/99-phonescope-camera.rules" /etc/udev/rules.d/
 udevadm control --reload-rules && udevadm trigger --subsystem-match=video4linux --subsystem-match=graphics || true

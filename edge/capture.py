@@ -190,7 +190,7 @@ class CaptureWriter:
         # the enhanced image covers the frame's field on its own grid (the model's scale)
         out_um = raw_um * frame_w / image.shape[1] if raw_um else None
         data = encode(image, EXTS[fmt], bits, self.cfg["jpeg_quality"], self.file_text, out_um)
-        raw, raw_fmt = None, self.cfg.get("raw_format", "jpeg")
+        raw, raw_fmt = None, self.cfg["raw_format"]
         if self.cfg["keep_raw"]:
             # lossless in the camera's own bits (png, tiff), or JPEG where space matters more
             frame_px = frame.as_uint8() if raw_fmt == "jpeg" else frame.image

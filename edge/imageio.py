@@ -214,28 +214,6 @@ def _tiff(rgb: np.ndarray, text: dict[str, str], pixel_size_um: float | None = N
     return buf.getvalue()
 
 
-def tiff_pixel_size_um(data: bytes) -> float | None:
-    """The pixel size a TIFF written by encode() declares (ImageJ, OME or resolution tags), for checks."""
-    import io
-
-    import tifffile
-
-    with tifffile.TiffFile(io.BytesIO(data)) as t:
-        if t.is_ome:
-            import re
-            m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', t.ome_metadata or "")
-            if m:
-                return float(m.group(1))
-        tags = t.pages[0].tags
-        if "XResolution" not in tags:
-            return None
-        num, den = tags["XResolution"].value
-        unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else 2
-        if t.is_imagej and (t.imagej_metadata or {}).get("unit") in ("um", "micron", "\u00b5m"):
-            return den / num
-        return {3: 1e4, 2: 25400.0}.get(int(unit), float("nan")) * den / num
-
-
 def fsync_dir(folder: str | os.PathLike) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:

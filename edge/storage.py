@@ -275,16 +275,13 @@ class Storage:
         model = meta.get("model") or {}
         session = meta.get("session") or {}
         with self.lock:
-            self._insert_row(seq, meta, image, raw, sidecar, rel, model, session)
-
-    def _insert_row(self, seq, meta, image, raw, sidecar, rel, model, session) -> None:
-        self.db.execute(
-            "INSERT INTO captures (seq, time_utc, clock, sample_id, image, raw, sidecar, sha256, bytes, model, "
-            "backend, focus_score, session_id, operator_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (seq, meta["time_utc"], meta["clock"], meta.get("sample_id"), rel(image), rel(raw), rel(sidecar),
-             meta["image_sha256"], meta["image_bytes"],
-             f"{model.get('name')} {model.get('version')}" if model else None, meta.get("backend"),
-             meta.get("focus_score"), session.get("id"), session.get("operator")))
+            self.db.execute(
+                "INSERT INTO captures (seq, time_utc, clock, sample_id, image, raw, sidecar, sha256, bytes, model, "
+                "backend, focus_score, session_id, operator_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (seq, meta["time_utc"], meta["clock"], meta.get("sample_id"), rel(image), rel(raw), rel(sidecar),
+                 meta["image_sha256"], meta["image_bytes"],
+                 f"{model.get('name')} {model.get('version')}" if model else None, meta.get("backend"),
+                 meta.get("focus_score"), session.get("id"), session.get("operator")))
 
     # -- reading / recovery ---------------------------------------------------
     def rows(self) -> list[dict]:
@@ -292,6 +289,12 @@ class Storage:
             cur = self.db.execute("SELECT * FROM captures ORDER BY seq")
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def row(self, seq: int) -> dict | None:
+        with self.lock:
+            cur = self.db.execute("SELECT * FROM captures WHERE seq=?", (seq,))
+            r = cur.fetchone()
+            return None if r is None else dict(zip([d[0] for d in cur.description], r))
 
     def recover(self) -> dict:
         """Start-up: drop temporaries and unacknowledged halves, reconcile catalogue and sidecars."""
@@ -365,11 +368,12 @@ class Storage:
             self.db.execute("INSERT OR REPLACE INTO deliveries (seq, kind, target, file, sha256, time_utc) "
                             "VALUES (?,?,?,?,?,?)", (seq, kind, target, file, digest, now))
 
-    def delivered(self, kind: str, target: str) -> dict[tuple[int, str], str]:
-        """{(seq, file): sha256} of what reached this target, verified."""
+    def delivered(self, kind: str, target: str, seq: int | None = None) -> dict[tuple[int, str], str]:
+        """{(seq, file): sha256} of what reached this target, verified (of one capture, with seq)."""
+        query = "SELECT seq, file, sha256 FROM deliveries WHERE kind=? AND target=?"
         with self.lock:
-            rows = self.db.execute("SELECT seq, file, sha256 FROM deliveries WHERE kind=? AND target=?",
-                                   (kind, target)).fetchall()
+            rows = self.db.execute(query + (" AND seq=?" if seq is not None else ""),
+                                   (kind, target) + ((seq,) if seq is not None else ())).fetchall()
         return {(s, f): h for s, f, h in rows}
 
     def close(self) -> None:

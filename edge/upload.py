@@ -180,12 +180,16 @@ class Uploader:
         with self.cond:
             return len(self.pending) + len(self.in_flight)
 
+    def _count(self, name: str, n: int = 1) -> None:
+        with self.cond:                         # the workers count at once
+            self.counts[name] += n
+
     def status(self) -> dict:
         with self.cond:
-            backlog = len(self.pending) + len(self.in_flight)
-        return {"url": self.target.url, "backlog": backlog, **self.counts,
-                "last_error": self.last_error,
-                "last_error_age_s": None if self.last_error_t is None else round(time.monotonic() - self.last_error_t, 1),
+            counts = dict(self.counts)
+        age = None if self.last_error_t is None else round(time.monotonic() - self.last_error_t, 1)
+        return {"url": self.target.url, "backlog": self.backlog(), **counts,
+                "last_error": self.last_error, "last_error_age_s": age,
                 "last_delivery": self.last_delivery}
 
     # -- threads ------------------------------------------------------------------
@@ -242,8 +246,7 @@ class Uploader:
                 self.pending[seq] = requeue_at
             else:
                 self.attempts.pop(seq, None)
-            backlog = len(self.pending) + len(self.in_flight)
-        if backlog == 0:
+        if self.backlog() == 0:
             self.notices.clear("upload")
 
     def _failed(self, seq: int, why: str, permanent: bool, requeue: bool = True) -> None:
@@ -255,8 +258,8 @@ class Uploader:
             self.in_flight.discard(seq)
             if requeue and not self.stop_event.is_set():
                 self.pending[seq] = time.monotonic() + delay
-            backlog = len(self.pending) + len(self.in_flight)
-        self.counts["retries"] += 1
+        self._count("retries")
+        backlog = self.backlog()
         self.last_error, self.last_error_t = f"capture #{seq}: {why}", time.monotonic()
         self.notices.set("upload", f"upload backlog {backlog}: {why}")
         log.warning("upload of capture %d failed (attempt %d, next in %.0f s): %s", seq, n, delay, why,
@@ -264,11 +267,10 @@ class Uploader:
 
     # -- one capture ------------------------------------------------------------------
     def _deliver(self, seq: int) -> None:
-        rows = [r for r in self.storage.rows() if r["seq"] == seq]
-        if not rows or rows[0]["status"] != "ok":
+        row = self.storage.row(seq)
+        if row is None or row["status"] != "ok":
             return                                  # deleted or missing since it was queued
-        row = rows[0]
-        done = self.storage.delivered("upload", self.target.url)
+        done = self.storage.delivered("upload", self.target.url, seq)
         for rel, digest in self.storage.capture_files(row):
             if done.get((seq, rel)) == digest:
                 continue
@@ -279,18 +281,18 @@ class Uploader:
             how = "already there" if self._server_has(rel, path, digest) else self._put(rel, path)
             self.storage.record_delivery(seq, "upload", self.target.url, rel, digest)
             if how == "already there":
-                self.counts["already_there"] += 1
+                self._count("already_there")
             log.info("uploaded %s (%s)", rel, how, extra={"UPLOAD_SEQ": seq, "UPLOAD_FILE": rel,
                                                           "UPLOAD_URL": self.target.url})
-        self.counts["delivered"] += 1
+        self._count("delivered")
         self.last_delivery = {"seq": seq, "time": time.time()}
         log.info("capture %d delivered to %s", seq, self.target.url,
                  extra={"UPLOAD_SEQ": seq, "UPLOAD_URL": self.target.url})
 
-    def _request(self, method: str, rel_path: str, body=None, headers=None, size: int = 0,
-                 read: bool = False) -> tuple[int, bytes | None, dict]:
-        """One request on a fresh connection -> (status, body if read, headers); UploadFailed on a
-        network failure."""
+    def _request(self, method: str, rel_path: str, body=None, headers=None,
+                 size: int = 0) -> tuple[int, bytes | None, dict]:
+        """One request on a fresh connection -> (status, the answer's body (None for HEAD), headers);
+        UploadFailed on a network failure."""
         h = {"User-Agent": "phonescope", **(headers or {})}
         if self.target.auth:
             h["Authorization"] = self.target.auth
@@ -309,7 +311,7 @@ class Uploader:
                     self.rate.take(len(chunk), self.stop_event)
                     conn.send(chunk)
             resp = conn.getresponse()
-            data = resp.read() if read or method != "HEAD" else None
+            data = resp.read() if method != "HEAD" else None
             return resp.status, data, {k.lower(): v for k, v in resp.getheaders()}
         except ssl.SSLCertVerificationError as e:
             raise UploadFailed(f"TLS: {e.verify_message or e} (set [upload] ca_file to the server's CA)") from None
@@ -354,7 +356,7 @@ class Uploader:
             return False
         if st != 200 or headers.get("content-length") != str(path.stat().st_size):
             return False
-        st, data, _ = self._request("GET", self.target.path(rel), read=True)
+        st, data, _ = self._request("GET", self.target.path(rel))
         return st == 200 and data is not None and hashlib.sha256(data).hexdigest() == digest
 
     def _put(self, rel: str, path: Path) -> str:
@@ -363,78 +365,6 @@ class Uploader:
             st, _, _ = self._request("PUT", self.target.path(rel), body=f, size=size,
                                      headers={"Content-Type": "application/octet-stream"})
         self._check("PUT", rel, st)
-        self.counts["files_sent"] += 1
-        self.counts["bytes_sent"] += size
+        self._count("files_sent")
+        self._count("bytes_sent", size)
         return "sent"
-
-
-
-# -- the unit's network allowance ------------------------------------------------------------------------
-DROPIN = "/etc/systemd/system/phonescope.service.d/upload.conf"
-
-
-def name_servers(resolv_conf: str = "/etc/resolv.conf") -> list[str]:
-    try:
-        lines = Path(resolv_conf).read_text().splitlines()
-    except OSError:
-        return []
-    return [ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1]
-
-
-def unit_dropin(cfg: dict, resolv_conf: str = "/etc/resolv.conf") -> str | None:
-    """The systemd drop-in that lets the service reach exactly the upload host (the unit denies all IP
-    traffic), or None without [upload] url. The host's addresses are resolved now, with the name servers
-    that resolve it at run time; rerun install.sh when the URL or the server's address changes."""
-    if not cfg["upload"]["url"]:
-        return None
-    t = target(cfg["upload"])
-    try:
-        addrs = sorted({ai[4][0] for ai in socket.getaddrinfo(t.host, t.port, proto=socket.IPPROTO_TCP)})
-    except socket.gaierror as e:
-        raise UploadConfigError(f"[upload] url: cannot resolve {t.host} ({e.strerror}): the unit's allowance "
-                                f"needs its address") from None
-    allow = list(addrs)
-    literal = all(a == t.host for a in addrs)
-    if not literal:
-        for ns in name_servers(resolv_conf):
-            allow.append("localhost" if ns.startswith("127.") or ns == "::1" else ns)   # resolved's stub
-    allow = list(dict.fromkeys(allow))
-    lines = ["# Made by deploy/install.sh from [upload] url: the service may reach the upload host",
-             f"# {t.url} ({', '.join(addrs)})" + ("" if literal else " and the name servers that resolve it"),
-             "# and nothing else (phonescope.service has IPAddressDeny=any). Rerun install.sh after changing",
-             "# the URL or when the server's address changes.",
-             "[Service]",
-             "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"]
-    lines += [f"IPAddressAllow={a}" for a in allow]
-    return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m edge.upload dropin CONFIG [OUT]: write (or, without [upload] url, remove) the drop-in."""
-    import sys
-
-    from edge import config
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (2, 3) or args[0] != "dropin":
-        print("usage: python -m edge.upload dropin CONFIG [OUT]", file=sys.stderr)
-        return 2
-    out = Path(args[2] if len(args) == 3 else DROPIN)
-    try:
-        text = unit_dropin(config.load(args[1]))
-    except (UploadConfigError, config.ConfigError) as e:
-        print(f"phonescope upload: {e}", file=sys.stderr)
-        return 78
-    if text is None:
-        if out.exists():
-            out.unlink()
-            print(f"removed {out}: no [upload] url")
-        return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -68,6 +68,14 @@ def distorted_chart(seed=0):
     return photo, dst
 
 
+def replay_folder(folder: Path, pattern: str = "Blood*.jpg") -> Path:
+    """A replay camera's folder: the shipped phone samples matching pattern, copied into folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in sorted((SAMPLES / "phone").glob(pattern)):
+        (folder / p.name).write_bytes(p.read_bytes())
+    return folder
+
+
 def wait_until(pred, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -272,3 +280,26 @@ def reference_pixels(model: Path, px: np.ndarray) -> np.ndarray:
     clipped and rounded on the host, as the kiosk did before the pixel I/O moved into the graph."""
     y = float_network(model)(px.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
     return np.round(np.clip(y, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def tiff_pixel_size_um(data: bytes) -> float | None:
+    """The pixel size a TIFF written by edge.imageio.encode declares (ImageJ, OME or resolution tags), as
+    a reader finds it."""
+    import io
+    import re
+
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as t:
+        if t.is_ome:
+            m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', t.ome_metadata or "")
+            if m:
+                return float(m.group(1))
+        tags = t.pages[0].tags
+        if "XResolution" not in tags:
+            return None
+        num, den = tags["XResolution"].value
+        unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else 2
+        if t.is_imagej and (t.imagej_metadata or {}).get("unit") in ("um", "micron", "\u00b5m"):
+            return den / num
+        return {3: 1e4, 2: 25400.0}.get(int(unit), float("nan")) * den / num

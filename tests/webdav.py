@@ -203,12 +203,11 @@ class FaultProxy:
         except OSError:
             pass
         finally:
-            for s in (client,):
-                self.open_socks.discard(s)
-                try:
-                    s.close()
-                except OSError:
-                    pass
+            self.open_socks.discard(client)
+            try:
+                client.close()
+            except OSError:
+                pass
 
     def _pipe(self, src: socket.socket, dst: socket.socket, budget) -> None:
         try:

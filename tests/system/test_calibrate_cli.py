@@ -9,7 +9,7 @@ import numpy as np
 
 from edge.imageio import write_image
 from edge.profile import load
-from tests.helpers import SAMPLES, daemon, distorted_chart, run_cli, status, wait_until
+from tests.helpers import SAMPLES, daemon, distorted_chart, replay_folder, run_cli, status, wait_until
 
 
 def test_calibrate_colour_from_a_chart_photo(tmp_path):
@@ -26,6 +26,24 @@ def test_calibrate_colour_from_a_chart_photo(tmp_path):
     assert r.returncode == 2 and "8 numbers" in r.stderr
 
 
+def capture_once(tmp_path: Path, frames: Path, model: Path, config: str) -> tuple[Path, dict, str]:
+    """A daemon on a replay folder with this config: one capture -> (image, its sidecar, the daemon's stderr)."""
+    cfg = tmp_path / "k.toml"
+    cfg.write_text(config)
+    state = tmp_path / "s"
+    proc = daemon(state, f"replay:{frames}", model, extra=["--config", str(cfg)])
+    try:
+        assert wait_until(lambda: status(state)["state"] == "running", 90)
+        r = run_cli("capture", "--state-dir", state, timeout=120)
+        assert r.returncode == 0, r.stderr
+        image = Path(r.stdout.strip())
+        meta = json.loads(image.with_suffix(".json").read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    return image, meta, proc.communicate()[1]
+
+
 def test_flat_profile_is_applied_and_recorded_by_the_daemon(tmp_path, tiny_model):
     flats = tmp_path / "flats"
     flats.mkdir()
@@ -34,24 +52,9 @@ def test_flat_profile_is_applied_and_recorded_by_the_daemon(tmp_path, tiny_model
     prof = tmp_path / "kiosk.json"
     r = run_cli("calibrate", "flat", flats, "--profile", prof)
     assert r.returncode == 0, r.stderr
-    cfg = tmp_path / "k.toml"
-    cfg.write_text(f'[calibration]\nprofile = "{prof}"\n')
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for p in sorted((SAMPLES / "phone").glob("Blood*.jpg")):
-        (frames / p.name).write_bytes(p.read_bytes())
-    state = tmp_path / "s"
-    proc = daemon(state, f"replay:{frames}", tiny_model, extra=["--config", str(cfg)])
-    try:
-        assert wait_until(lambda: status(state)["state"] == "running", 90)
-        r = run_cli("capture", "--state-dir", state, timeout=120)
-        assert r.returncode == 0, r.stderr
-        meta = json.loads(Path(r.stdout.strip()).with_suffix(".json").read_text())
-        assert meta["calibration_profile"]["flat"] is True and meta["calibration_profile"]["version"] == 1
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    _, err = proc.communicate()
+    _, meta, err = capture_once(tmp_path, replay_folder(tmp_path / "frames"), tiny_model,
+                                f'[calibration]\nprofile = "{prof}"\n')
+    assert meta["calibration_profile"]["flat"] is True and meta["calibration_profile"]["version"] == 1
     assert "not trained on calibrated images" in err
 
 
@@ -70,11 +73,10 @@ def test_scale_from_a_micrometer_gives_captures_fiji_measures_in_micrometres(tmp
     in pixels per metre) and the sidecar records both sizes."""
     import cv2
 
-    from edge.imageio import decode, tiff_pixel_size_um
+    from edge.imageio import decode
+    from tests.helpers import tiff_pixel_size_um
     from tests.unit.test_scale import micrometer
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
     img = micrometer(480, 640, 20.8, 2.0)
     write_image(tmp_path / "ruling.png", img)
     prof = tmp_path / "kiosk.json"
@@ -87,20 +89,8 @@ def test_scale_from_a_micrometer_gives_captures_fiji_measures_in_micrometres(tmp
     assert r.returncode == 1 and "no periodic ruling" in r.stderr and r.stderr.count("\n") == 1
 
     src = SAMPLES / "phone" / "BloodImage_00004.jpg"
-    (frames / src.name).write_bytes(src.read_bytes())
-    cfg = tmp_path / "k.toml"
-    cfg.write_text(f'[calibration]\nprofile = "{prof}"\n[capture]\nformat = "tiff"\nraw_format = "png"\n')
-    state = tmp_path / "s"
-    proc = daemon(state, f"replay:{frames}", tiny_model, extra=["--config", str(cfg)])
-    try:
-        assert wait_until(lambda: status(state)["state"] == "running", 90)
-        r = run_cli("capture", "--state-dir", state, timeout=120)
-        assert r.returncode == 0, r.stderr
-        image = Path(r.stdout.strip())
-        meta = json.loads(image.with_suffix(".json").read_text())
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+    config = f'[calibration]\nprofile = "{prof}"\n[capture]\nformat = "tiff"\nraw_format = "png"\n'
+    image, meta, _ = capture_once(tmp_path, replay_folder(tmp_path / "frames", src.name), tiny_model, config)
     frame = cv2.imdecode(np.frombuffer(src.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     cam_um = um * 640 / frame.shape[1]
     assert meta["camera"]["pixel_size_um"] == round(cam_um, 6)

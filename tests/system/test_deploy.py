@@ -88,9 +88,9 @@ def test_jetson_python_sees_the_systems_tensorrt_and_gstreamer_opencv(tmp_path):
 
 
 def test_upload_dropin_allows_exactly_the_upload_host_and_verifies(tmp_path):
-    """install.sh writes it from [upload] url (python -m edge.upload dropin); systemd-analyze verify reads the
+    """install.sh writes it from [upload] url (python -m edge.upload_unit dropin); systemd-analyze verify reads the
     unit with it; without a URL it is removed again."""
-    from edge.upload import unit_dropin
+    from edge.upload_unit import unit_dropin
 
     cfg = config.defaults()
     cfg["upload"]["url"] = "https://127.0.0.1:8443/dav/kiosk"
@@ -111,7 +111,7 @@ def test_upload_dropin_allows_exactly_the_upload_host_and_verifies(tmp_path):
     toml = tmp_path / "k.toml"
     toml.write_text('[upload]\nurl = "https://127.0.0.1:8443/dav/kiosk"\n')
     dropin = tmp_path / "phonescope.service.d" / "upload.conf"
-    r = subprocess.run([sys.executable, "-m", "edge.upload", "dropin", str(toml), str(dropin)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "edge.upload_unit", "dropin", str(toml), str(dropin)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and dropin.is_file(), r.stderr
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
@@ -120,6 +120,6 @@ def test_upload_dropin_allows_exactly_the_upload_host_and_verifies(tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert "not-an-address" in r.stdout + r.stderr
     toml.write_text("")
-    r = subprocess.run([sys.executable, "-m", "edge.upload", "dropin", str(toml), str(dropin)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "edge.upload_unit", "dropin", str(toml), str(dropin)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and not dropin.exists() and "removed" in r.stdout

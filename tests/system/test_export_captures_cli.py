@@ -6,14 +6,11 @@ import json
 import signal
 import sqlite3
 
-from tests.helpers import SAMPLES, daemon, run_cli, running
+from tests.helpers import daemon, replay_folder, run_cli, running
 
 
 def test_export_while_the_daemon_runs_then_resume_and_errors(tmp_path, tiny_model):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for p in sorted((SAMPLES / "phone").glob("Blood*.jpg")):
-        (frames / p.name).write_bytes(p.read_bytes())
+    frames = replay_folder(tmp_path / "frames")
     state, usb = tmp_path / "s", tmp_path / "usb"
     usb.mkdir()
     proc = daemon(state, f"replay:{frames}", tiny_model)

@@ -8,7 +8,7 @@ import os
 import signal
 import time
 
-from tests.helpers import SAMPLES, daemon, run_cli, running, status, wait_until
+from tests.helpers import daemon, replay_folder, run_cli, running, status, wait_until
 from tests.webdav import DavServer, FaultProxy, make_ca
 
 
@@ -25,10 +25,7 @@ def test_captures_reach_the_server_once_through_faults_kill9_and_restart(tmp_pat
     creds = tmp_path / "creds"
     creds.write_text("kiosk:pw\n")
     os.chmod(creds, 0o600)
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for p in sorted((SAMPLES / "phone").glob("Blood*.jpg")):
-        (frames / p.name).write_bytes(p.read_bytes())
+    frames = replay_folder(tmp_path / "frames")
     state = tmp_path / "s"
     config = (f'[upload]\nurl = "https://localhost:{proxy.port}/dav/kiosk-7"\ncredentials_file = "{creds}"\n'
               f'ca_file = "{ca}"\nmax_rate_kb_s = 250\nretry_max_s = 1\ntimeout_s = 3\n')

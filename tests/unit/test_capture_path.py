@@ -281,7 +281,8 @@ def test_a_calibrated_pixel_size_is_in_the_files_and_the_raw_frame_is_lossless(s
     raw PNG/TIFF is the frame itself, bit for bit."""
     import tifffile
 
-    from edge.imageio import decode, tiff_pixel_size_um
+    from edge.imageio import decode
+    from tests.helpers import tiff_pixel_size_um
 
     src = GatedCamera()
     d = build_daemon(state, source=src, **{"capture.format": fmt, "capture.raw_format": raw_format,
@@ -325,7 +326,8 @@ def test_sixteen_bit_tiff_is_ome_with_physical_size():
 
     import tifffile
 
-    from edge.imageio import encode, tiff_pixel_size_um
+    from edge.imageio import encode
+    from tests.helpers import tiff_pixel_size_um
 
     img = (np.arange(40 * 30 * 3, dtype=np.uint32).reshape(30, 40, 3) * 37 % 65536).astype(np.uint16)
     data = encode(img, ".tiff", 16, text={"Description": "AI-enhanced image: m 1", "Software": "phonescope 9"},
