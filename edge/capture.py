@@ -148,6 +148,7 @@ class CaptureWriter:
         self.pixel_size = pixel_size
         self.camera_meta, self.static_meta = camera_meta, static_meta
         self.jobs: queue.Queue = queue.Queue()
+        self.current: CaptureRequest | None = None      # the capture being saved
         self.captures_done = 0
         self.last_capture: dict | None = None
         self.on_saved: list[Callable[[Stored, np.ndarray], None]] = []   # (stored, enhanced image) once durable
@@ -170,9 +171,23 @@ class CaptureWriter:
     def qsize(self) -> int:
         return self.jobs.qsize()
 
+    def abandon(self, why: str) -> None:
+        """At shutdown, when this thread did not finish in time: answer the capture it is saving and those
+        still waiting for it (a process that exits now would close their connections without a word)."""
+        if (req := self.current) is not None:
+            req.fail(Stopping(why))
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].fail(Stopping(why))
+        self.jobs.put(None)       # run() still ends once it is out of the capture it is in
+
     def run(self) -> None:
         while (job := self.jobs.get()) is not None:
-            req = job[0]
+            req = self.current = job[0]
             try:
                 req.done(self._store(*job))
             except CaptureError as e:
@@ -180,6 +195,8 @@ class CaptureWriter:
             except Exception as e:
                 log.exception("capture failed")
                 req.fail(StoreFailed(f"capture failed: {type(e).__name__}: {e}"))
+            finally:
+                self.current = None
 
     def _store(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict,
                focus_score: float | None) -> Stored:

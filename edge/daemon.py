@@ -148,7 +148,9 @@ class Daemon:
         self._join("inference", deadline)              # it drains the capture queue first
         self.reader.stop_event.set()
         self.writer.finish()
-        self._join("storage", deadline)
+        # a capture handed over just before the deadline still gets a moment to become durable
+        self._join("storage", deadline + 0.8)
+        self.writer.abandon("daemon stopped before the capture was saved, not acknowledged")
         self.reader.stop(deadline + 0.8)
         self.captures.fail_pending("daemon stopped")
         self.inference.abandon("daemon stopped before the capture was taken, nothing saved")

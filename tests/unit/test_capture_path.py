@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -241,6 +242,30 @@ def test_shutdown_answers_a_capture_still_waiting_for_its_frame(live):
     assert d.shutdown() == 0 and time.monotonic() - t0 < 5.0
     with pytest.raises(Stopping, match="daemon stopped before the capture was taken, nothing saved"):
         req.result.result(timeout=0)
+
+
+def test_shutdown_answers_captures_the_storage_thread_did_not_finish_in_time(live):
+    """SIGTERM while the storage thread is still inside a capture past the stop grace (a slow disk, a slow
+    encode on a slow CPU; found by CI with lossless raw frames): that capture and the one queued behind it
+    are answered, never left to a connection the exiting process closes without a word."""
+    d, src, _ = live
+    slow_disk, inside = threading.Event(), threading.Event()
+    d.writer.on_saved.append(lambda stored, image: (inside.set(), slow_disk.wait(30)))
+    first = d.submit(None, "socket")
+    src.release()
+    assert inside.wait(10), "the storage thread is inside the first capture"
+    second = d.submit(None, "socket")
+    src.release()
+    assert wait_until(lambda: d.writer.qsize() == 1, 10), "the second waits behind it"
+    src.end()
+    t0 = time.monotonic()
+    try:
+        assert d.shutdown() == 0 and time.monotonic() - t0 < 5.5
+        for req in (first, second):
+            with pytest.raises(Stopping, match="daemon stopped before the capture was saved, not acknowledged"):
+                req.result.result(timeout=0)
+    finally:
+        slow_disk.set()
 
 
 @pytest.mark.parametrize("fmt", ["png", "tiff", "jpeg"])
