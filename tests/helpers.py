@@ -161,7 +161,7 @@ def daemon(state: Path, source: str, model: Path, config: str = "", fault: tuple
 
 def status(state: Path) -> dict:
     r = run_cli("status", "--state-dir", state, timeout=30)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0 and r.stdout.strip(), f"status: rc {r.returncode}, stderr {r.stderr!r}"
     return json.loads(r.stdout)
 
 

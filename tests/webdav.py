@@ -119,6 +119,14 @@ class DavServer:
         return sum(1 for m, _, c, whole in self.requests() if m == "PUT" and 200 <= c < 300 and not whole)
 
 
+def cut(s: socket.socket) -> None:
+    """Shut a connection down from any thread (wakes a blocked recv) without freeing its fd number."""
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class FaultProxy:
     """TCP proxy to a local port. mode: "ok" | "503" | "hang" | "drop" (cut after drop_after bytes from the
     client) | "down" (nothing listens). Counts the faults it injected. tls: (cert, key): the proxy is the
@@ -145,22 +153,21 @@ class FaultProxy:
         s.bind(("127.0.0.1", self.port))
         s.listen(64)
         self.listener = s
-        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+        self.acceptor = threading.Thread(target=self._accept, args=(s,), daemon=True)
+        self.acceptor.start()
 
     def set(self, mode: str) -> None:
         with self.lock:
             was, self.mode = self.mode, mode
         if mode == "down" and was != "down":
-            self.listener.close()
+            cut(self.listener)      # wakes accept(); the accepting thread closes it
+            self.acceptor.join(5)
             self.faults["refused"] += 1
         elif was == "down" and mode != "down":
             self._listen()
         if mode != "hang":
             for s in list(self.open_socks):     # hung connections are cut when the fault ends
-                try:
-                    s.close()
-                except OSError:
-                    pass
+                cut(s)
 
     def close(self) -> None:
         self.closing = True
@@ -171,11 +178,15 @@ class FaultProxy:
             try:
                 client, _ = listener.accept()
             except OSError:
+                listener.close()
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        mode = self.mode
+        """Only this thread closes the connection's sockets: a socket closed under another thread's recv
+        frees its fd number for the next open() in this process while OpenSSL still reads from it (a
+        test's captured stdout pipe was read empty that way)."""
+        mode, up, raw = self.mode, None, client
         self.open_socks.add(client)
         try:
             if self.ssl is not None:
@@ -203,11 +214,11 @@ class FaultProxy:
         except OSError:
             pass
         finally:
-            self.open_socks.discard(client)
-            try:
-                client.close()
-            except OSError:
-                pass
+            self.open_socks.discard(raw)
+            for s in (client, up):
+                if s is not None:
+                    self.open_socks.discard(s)
+                    s.close()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, budget) -> None:
         try:
@@ -221,17 +232,9 @@ class FaultProxy:
                 dst.sendall(data)
         except OSError:
             pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                try:
-                    s.close()
-                except OSError:
-                    pass
-                self.open_socks.discard(s)
+        finally:     # wakes the other direction; _serve closes both
+            cut(src)
+            cut(dst)
 
 
 def main() -> None:
