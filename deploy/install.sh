@@ -52,9 +52,10 @@ ln -sf "$PREFIX/.venv/bin/phonescope" /usr/local/bin/phonescope
 install -d -m 0755 /etc/phonescope
 [ -f /etc/phonescope/phonescope.toml ] || install -m 0644 "$SRC/deploy/phonescope.toml" /etc/phonescope/
 install -m 0644 "$SRC/deploy/phonescope.service" /etc/systemd/system/phonescope.service
-# The unit denies all IP traffic; with [upload] url a drop-in allows exactly the upload host (removed without)
+# The unit denies all IP traffic and writes; drop-ins allow exactly the [upload] url's host and the
+# [export] auto_dir folder (each removed without its key)
 "$PREFIX/.venv/bin/python" -m edge.upload_unit dropin /etc/phonescope/phonescope.toml \
-    || echo "install.sh: no upload allowance written (see the line above): captures stay on the kiosk" >&2
+    || echo "install.sh: no upload or USB export allowance written (see the line above): captures stay on the kiosk" >&2
 install -m 0644 "$SRC/deploy/99-phonescope-camera.rules" /etc/udev/rules.d/
 udevadm control --reload-rules && udevadm trigger --subsystem-match=video4linux --subsystem-match=graphics || true
 # The TensorRT engine for this device, where the service looks for it (the unit's PHONESCOPE_ENGINE_DIR).

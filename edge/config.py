@@ -58,6 +58,13 @@ def check_white_balance(v: str) -> str | None:
         'must be "auto", a colour temperature like "5000K" or red,blue gains like "1.8,1.5"'
 
 
+def _mount_point(v: str) -> str | None:
+    """A folder the systemd unit can name (ReadWritePaths=): absolute, no spaces, quotes or % specifiers."""
+    if v and (not v.startswith("/") or any(c.isspace() or c in "\"'\\%" for c in v)):
+        return "must be an absolute path without spaces, quotes or %"
+    return None
+
+
 # section -> key -> (type, default, check)
 SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
     "camera": {
@@ -105,9 +112,14 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
     "storage": {
         "state_dir": (str, "", None),
         "min_free_mb": ((int, float), 200, _range(0, 10 ** 7)),
+        # delete captures delivered (uploaded, or exported with verified hash) this many days ago; 0: never
+        "delete_after_upload_days": ((int, float), 0, _range(0, 36500)),
     },
     "service": {
         "watchdog": (bool, True, None),
+    },
+    "export": {
+        "auto_dir": (str, "", _mount_point),   # where a USB stick is mounted: captures are copied there by themselves
     },
     "upload": {
         "url": (str, "", None),                  # WebDAV collection, http(s)://host[:port]/path; "": no upload

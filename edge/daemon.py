@@ -48,12 +48,14 @@ class Daemon:
                  inference: InferenceLoop, captures: CaptureQueue, writer: CaptureWriter, preview: PreviewLoop,
                  control: ControlServer, board: StatusBoard, notifier: Notifier, notices: Notices,
                  stopping: threading.Event, interval_s: float = 0.0, watchdog: bool = True,
-                 clock: Callable[[], float] = time.monotonic, uploader=None):
+                 clock: Callable[[], float] = time.monotonic, services: tuple = ()):
         self.lock, self.storage, self.supervisor, self.reader = lock, storage, supervisor, reader
         self.inference, self.captures, self.writer, self.preview = inference, captures, writer, preview
         self.control, self.board, self.notifier, self.notices = control, board, notifier, notices
         self.stopping, self.interval_s, self.clock = stopping, float(interval_s), clock
-        self.uploader = uploader       # edge.upload.Uploader, or None
+        # what runs beside the capture path, each with start() and stop(deadline): the uploader, the USB
+        # export, retention (a wake() one is woken when the disk is below the watermark)
+        self.services = tuple(services)
         self.watchdog_s = notifier.watchdog_s if watchdog else 0.0
         self.threads: dict[str, threading.Thread] = {}
         self.ready = self.down = False
@@ -74,8 +76,8 @@ class Daemon:
                              ("preview", self.preview.run), ("control", self.control.run)):
             self.threads[name] = threading.Thread(target=target, name=name, daemon=True)
             self.threads[name].start()
-        if self.uploader is not None:
-            self.uploader.start()
+        for part in self.services:
+            part.start()
 
     def step(self) -> None:
         """One turn of the systemd loop: READY, the camera's and the engine's health, WATCHDOG=1,
@@ -116,6 +118,9 @@ class Daemon:
                 self.storage.check_space()
             except StorageFull as e:
                 self.notices.set("storage", str(e))
+                for part in self.services:
+                    if hasattr(part, "wake"):
+                        part.wake()                    # retention: delivered captures may be due
             else:
                 with contextlib.suppress(StorageFull):   # hovering just above the watermark: keep what is shown
                     self.storage.check_space(SPACE_CLEAR_BYTES)
@@ -156,8 +161,8 @@ class Daemon:
         self.inference.abandon("daemon stopped before the capture was taken, nothing saved")
         self._join("preview", deadline + 0.8)          # the sink is closed by its own thread
         self.control.close()
-        if self.uploader is not None:
-            self.uploader.stop(deadline + 1.0)          # a transfer cut here is sent again at the next start
+        for part in self.services:      # a transfer cut here is sent again at the next start, a deletion
+            part.stop(deadline + 1.0)   # finished by the next sweep
         self.storage.close()
         if not any(t.is_alive() for t in self.threads.values()):
             self.inference.enhancer.close()            # never under a thread still inside the engine

@@ -1,4 +1,5 @@
-"""Copying captures out of the kiosk: `phonescope export-captures --to DIR`, and [export] auto_dir.
+"""Copying captures out of the kiosk: `phonescope export-captures --to DIR` (and [export] auto_dir,
+edge.auto_export).
 
 The target gets the same readable tree as the state folder's captures/
 (YYYY/MM/DD/[sample/]...), each capture's files with the sidecar last. Each
@@ -73,9 +74,10 @@ def _copy(src: Path, dst: Path) -> int:
     return n
 
 
-def select(rows: list[dict], since: _dt.date | None = None, sample: str | None = None) -> list[dict]:
-    """Captures still on the kiosk, from a day on (UTC) and of one sample id, oldest first."""
-    out = [r for r in rows if r["status"] == "ok"]
+def select(rows: list[dict], since: _dt.date | None = None, sample: str | None = None,
+           only: set[int] | None = None) -> list[dict]:
+    """Captures still on the kiosk, from a day on (UTC), of one sample id, among `only`, oldest first."""
+    out = [r for r in rows if r["status"] == "ok" and (only is None or r["seq"] in only)]
     if since is not None:
         out = [r for r in out if r["time_utc"][:10] >= since.isoformat()]
     if sample is not None:
@@ -84,7 +86,7 @@ def select(rows: list[dict], since: _dt.date | None = None, sample: str | None =
 
 
 def export(storage: Storage, to: str | os.PathLike, since: _dt.date | None = None,
-           sample: str | None = None) -> ExportReport:
+           sample: str | None = None, only: set[int] | None = None) -> ExportReport:
     """Copy the selected captures to `to`, verified and recorded; ExportError if the target is unusable."""
     dest = Path(to)
     if not dest.is_dir():
@@ -94,7 +96,7 @@ def export(storage: Storage, to: str | os.PathLike, since: _dt.date | None = Non
     target = str(dest.resolve())
     report = ExportReport(target)
     done = storage.delivered("export", target)
-    for row in select(storage.rows(), since, sample):
+    for row in select(storage.rows(), since, sample, only):
         try:
             files = storage.capture_files(row)
         except StorageError as e:

@@ -38,6 +38,8 @@ class StatusBoard:
         engine holds outside RSS (Engine.memory)."""
         self.preview: PreviewLoop | None = None     # attached once built (it shows this board's lines)
         self.uploader = None                         # edge.upload.Uploader where [upload] url is set
+        self.retention = None                        # edge.retention.Retention where it is on
+        self.auto_export = None                      # edge.auto_export.AutoExport where [export] auto_dir is set
         self.camera, self.inference, self.captures, self.writer = camera, inference, captures, writer
         self.storage, self.notices, self.backend, self.stopping = storage, notices, backend, stopping
         self.model_name, self.model_version = model
@@ -67,6 +69,8 @@ class StatusBoard:
                 "operator": self.preview.operator.describe() if self.preview else None,
                 "memory": {**process_memory(), "engine": self.engine_memory()},
                 "upload": self.uploader.status() if self.uploader else None,
+                "retention": self.retention.status() if self.retention else None,
+                "export": self.auto_export.status() if self.auto_export else None,
                 "warnings": self.notices.messages()}
 
     def lines(self) -> list[str]:

@@ -7,7 +7,8 @@ temporary name, fsynced, renamed and its folder fsynced; the sidecar is
 written last (it is the capture's commit mark) and the catalogue row after
 it. So after a power cut a capture is either complete (and recovered into
 the catalogue at start-up) or has no sidecar (and is removed: it was never
-acknowledged). Nothing acknowledged is ever deleted.
+acknowledged). Nothing acknowledged is ever deleted, except by retention
+(edge.retention, off by default) once it reached a reader.
 
 SQLite runs in WAL mode with synchronous=FULL: WAL lets the status command
 read while the writer commits, and FULL makes each commit durable at the
@@ -127,6 +128,7 @@ MIGRATIONS = {
         "ALTER TABLE captures ADD COLUMN operator_id TEXT",
         "ALTER TABLE captures ADD COLUMN review TEXT"],       # NULL, or "retake": flagged at the kiosk
     3: [],      # the deliveries table (in SCHEMA: created where missing)
+    4: ["ALTER TABLE captures ADD COLUMN deleted_utc TEXT"],  # status 'deleted': freed by retention
 }
 REVIEW_FLAGS = ("retake",)
 
@@ -375,6 +377,17 @@ class Storage:
             rows = self.db.execute(query + (" AND seq=?" if seq is not None else ""),
                                    (kind, target) + ((seq,) if seq is not None else ())).fetchall()
         return {(s, f): h for s, f, h in rows}
+
+    def deliveries(self) -> list[dict]:
+        with self.lock:
+            cur = self.db.execute("SELECT * FROM deliveries ORDER BY seq")
+            return [dict(zip([d[0] for d in cur.description], r)) for r in cur.fetchall()]
+
+    def mark_deleted(self, seq: int) -> None:
+        """The row stays (what was taken, where it went); its files are gone or going (edge.retention)."""
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        with self.lock:
+            self.db.execute("UPDATE captures SET status='deleted', deleted_utc=? WHERE seq=?", (now, seq))
 
     def close(self) -> None:
         self.db.close()

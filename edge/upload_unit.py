@@ -1,10 +1,12 @@
-"""The systemd drop-in for uploads: the service may reach the [upload] host and nothing else.
+"""The systemd drop-ins made from the config: the service may reach the [upload] host and nothing else,
+and write to the [export] auto_dir folder (the USB stick's mount point).
 
-phonescope.service denies all IP traffic (IPAddressDeny=any, AF_UNIX only).
-deploy/install.sh runs `python -m edge.upload_unit dropin CONFIG`, which
-resolves the upload host now and writes IPAddressAllow= for its addresses and
-the name servers that resolve it at run time (or removes the drop-in when no
-URL is set).
+phonescope.service denies all IP traffic (IPAddressDeny=any, AF_UNIX only)
+and makes the file system read-only (ProtectSystem=strict). deploy/install.sh
+runs `python -m edge.upload_unit dropin CONFIG`, which resolves the upload
+host now and writes upload.conf with IPAddressAllow= for its addresses and the
+name servers that resolve it at run time, and export.conf with
+ReadWritePaths= for auto_dir; each is removed when its key is not set.
 """
 from __future__ import annotations
 
@@ -52,8 +54,30 @@ def unit_dropin(cfg: dict, resolv_conf: str = "/etc/resolv.conf") -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def export_dropin(cfg: dict) -> str | None:
+    """ReadWritePaths= for [export] auto_dir ("-": the folder may not exist yet), or None without it."""
+    folder = cfg["export"]["auto_dir"]
+    if not folder:
+        return None
+    return ("# Made by deploy/install.sh from [export] auto_dir: the service may write to the USB stick\n"
+            "# mounted there (phonescope.service has ProtectSystem=strict). Rerun install.sh after changing it.\n"
+            f"[Service]\nReadWritePaths=-{folder}\n")
+
+
+def write(out: Path, text: str | None, why_not: str) -> None:
+    if text is None:
+        if out.exists():
+            out.unlink()
+            print(f"removed {out}: {why_not}")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """python -m edge.upload_unit dropin CONFIG [OUT]: write (or, without [upload] url, remove) the drop-in."""
+    """python -m edge.upload_unit dropin CONFIG [OUT]: write (or, without their keys, remove) the drop-ins:
+    OUT (upload.conf) and export.conf beside it."""
     import sys
 
     from edge import config
@@ -64,18 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args[2] if len(args) == 3 else DROPIN)
     try:
-        text = unit_dropin(config.load(args[1]))
+        cfg = config.load(args[1])
+        upload, stick = unit_dropin(cfg), export_dropin(cfg)
     except (UploadConfigError, config.ConfigError) as e:
         print(f"phonescope upload: {e}", file=sys.stderr)
         return 78
-    if text is None:
-        if out.exists():
-            out.unlink()
-            print(f"removed {out}: no [upload] url")
-        return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
+    write(out, upload, "no [upload] url")
+    write(out.with_name("export.conf"), stick, "no [export] auto_dir")
     return 0
 
 

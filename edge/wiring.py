@@ -46,6 +46,8 @@ from edge.sinks import Sink
 from edge.sinks.auto import open_preview
 from edge.heap import bound_heap
 from edge.stages import Postprocess, Preprocess
+from edge.auto_export import AutoExport
+from edge.retention import Retention
 from edge.upload import UploadConfigError, Uploader
 from edge.status import StatusBoard
 from edge.storage import Storage
@@ -223,11 +225,19 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
         writer.on_saved.append(lambda stored, image: uploader.enqueue(stored.seq))
         board.uploader = uploader
         log.info("uploading captures to %s", uploader.target.url)
+    if cfg["export"]["auto_dir"]:
+        auto = board.auto_export = AutoExport(storage, cfg["export"]["auto_dir"], notices)
+        writer.on_saved.append(lambda stored, image: auto.saved(stored.seq))
+        log.info("captures are copied to a USB stick mounted at %s", auto.folder)
+    if cfg["storage"]["delete_after_upload_days"] > 0:
+        board.retention = Retention(storage, cfg["storage"]["delete_after_upload_days"])
+        log.info("retention: captures delivered %g days ago are deleted", board.retention.days)
     control = ControlServer(socket_path(state), board.status, captures.submit)
     undo.callback(control.close)
     return Daemon(lock=lock, storage=storage, supervisor=supervisor, reader=reader, inference=inference,
                   captures=captures, writer=writer, preview=preview, control=control, board=board,
-                  notifier=twins.notifier or Notifier(), notices=notices, stopping=stopping, uploader=uploader,
+                  notifier=twins.notifier or Notifier(), notices=notices, stopping=stopping,
+                  services=tuple(p for p in (uploader, board.auto_export, board.retention) if p),
                   interval_s=cfg["capture"]["interval_s"], watchdog=cfg["service"]["watchdog"], clock=clock)
 
 

@@ -87,7 +87,7 @@ def test_jetson_python_sees_the_systems_tensorrt_and_gstreamer_opencv(tmp_path):
     assert cv2.__file__, "this venv's OpenCV is still there"
 
 
-def test_upload_dropin_allows_exactly_the_upload_host_and_verifies(tmp_path):
+def test_dropins_allow_exactly_the_upload_host_and_the_usb_folder_and_verify(tmp_path):
     """install.sh writes it from [upload] url (python -m edge.upload_unit dropin); systemd-analyze verify reads the
     unit with it; without a URL it is removed again."""
     from edge.upload_unit import unit_dropin
@@ -119,7 +119,15 @@ def test_upload_dropin_allows_exactly_the_upload_host_and_verifies(tmp_path):
     dropin.write_text(dropin.read_text() + "IPAddressAllow=not-an-address\n")   # verify does read the drop-in
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert "not-an-address" in r.stdout + r.stderr
+    toml.write_text('[export]\nauto_dir = "/media/phonescope-usb"\n')
+    r = subprocess.run([sys.executable, "-m", "edge.upload_unit", "dropin", str(toml), str(dropin)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    stick = dropin.with_name("export.conf")
+    assert r.returncode == 0 and not dropin.exists() and "removed" in r.stdout, "no URL: no allowance"
+    assert "ReadWritePaths=-/media/phonescope-usb" in stick.read_text(), "the USB stick's folder is writable"
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
     toml.write_text("")
     r = subprocess.run([sys.executable, "-m", "edge.upload_unit", "dropin", str(toml), str(dropin)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and not dropin.exists() and "removed" in r.stdout
+    assert r.returncode == 0 and not stick.exists() and "removed" in r.stdout

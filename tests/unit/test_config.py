@@ -25,6 +25,9 @@ def test_defaults_file_and_overrides(tmp_path):
     ("[model]\nbackend = 'cuda'\n", "backend"),
     ("[camera]\nsource = 'usb0'\n", "source"),
     ("[camera\n", "not valid TOML"),
+    ("[export]\nauto_dir = 'media/usb'\n", "auto_dir"),
+    ("[export]\nauto_dir = '/media/my stick'\n", "auto_dir"),
+    ("[storage]\ndelete_after_upload_days = -1\n", "delete_after_upload_days"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, key):
     p = tmp_path / "bad.toml"
