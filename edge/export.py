@@ -12,7 +12,9 @@ pulled out) resumes where it stopped and never copies a file twice.
 """
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
+import glob
 import logging
 import os
 import shutil
@@ -57,8 +59,23 @@ def _read_back(path: Path) -> str:
     return file_sha256(path)
 
 
+def syncfs(folder: Path) -> None:
+    """Flush the whole filesystem holding `folder`. A FAT stick's directory blocks sit in the block
+    device's cache, where fsync of a file or folder does not always reach: pulled out after fsyncs
+    alone, a stick showed a renamed file's temporary entry still there (the rehearsal's usb_export)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    finally:
+        os.close(fd)
+
+
 def _copy(src: Path, dst: Path) -> int:
     dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dst.parent.glob(f".{glob.escape(dst.name)}.*.tmp"):   # a copy cut by a stick pulled out
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     try:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
@@ -127,6 +144,11 @@ def export(storage: Storage, to: str | os.PathLike, since: _dt.date | None = Non
             report.failed.append(f"capture #{row['seq']}: {e}")
             continue
         report.captures += 1
+    try:
+        syncfs(dest)
+    except OSError as e:
+        raise ExportError(f"{dest}: cannot flush the stick ({e.strerror or e}); run again before removing it") \
+            from None
     log.info("export to %s: %d captures, %d files copied, %d already there, %d failed", target,
              report.captures, report.copied, report.skipped, len(report.failed),
              extra={"EXPORT_TARGET": target, "EXPORT_COPIED": report.copied})

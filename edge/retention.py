@@ -2,7 +2,8 @@
 that have reached a reader, and of nothing else.
 
 A capture is due when every one of its files was delivered to one target (an upload URL or an export
-folder) with the sha256 the kiosk holds now, at least N days ago. Due captures go oldest first. Below
+folder) with the sha256 the kiosk holds now, at least N days ago; where [upload] url is set, to that
+server (a capture only copied to a stick is still to be uploaded). Due captures go oldest first. Below
 the free-space watermark captures are still refused: retention never deletes one that has not left
 the kiosk. The catalogue row stays, with status 'deleted' (its deliveries too), so what was taken and
 where it went is never forgotten. The row is marked before the files go: after a power cut mid-way
@@ -29,9 +30,10 @@ def _utc(iso: str) -> float:
     return _dt.datetime.fromisoformat(iso).timestamp()
 
 
-def due(storage: Storage, days: float, now: float) -> list[tuple[dict, str, float]]:
+def due(storage: Storage, days: float, now: float, upload_url: str | None = None) -> list[tuple[dict, str, float]]:
     """(row, target, delivered at) of the captures on the kiosk wholly delivered, verified, to one target
-    at least `days` ago, oldest capture first. Reads the files of those candidates only."""
+    at least `days` ago, oldest capture first; with upload_url ([upload] url is set), to that server:
+    a capture only exported must still be uploaded. Reads the files of those candidates only."""
     at: dict[int, dict[tuple[str, str], dict[str, tuple[str, float]]]] = {}
     for d in storage.deliveries():
         at.setdefault(d["seq"], {}).setdefault((d["kind"], d["target"]), {})[d["file"]] = \
@@ -42,7 +44,8 @@ def due(storage: Storage, days: float, now: float) -> list[tuple[dict, str, floa
             continue
         names = {str(Path(p).relative_to("captures")) for p in (row["image"], row["raw"], row["sidecar"]) if p}
         old = [(t, max(w for _, w in got.values())) for t, got in at[row["seq"]].items()
-               if names <= got.keys() and max(w for _, w in got.values()) <= now - days * DAY_S]
+               if names <= got.keys() and max(w for _, w in got.values()) <= now - days * DAY_S
+               and (upload_url is None or t == ("upload", upload_url))]
         if not old:
             continue
         try:
@@ -82,7 +85,8 @@ def remove_files(storage: Storage, row: dict, now: float) -> int:
     return freed
 
 
-def sweep(storage: Storage, days: float, now: float | None = None, stop: threading.Event | None = None) -> dict:
+def sweep(storage: Storage, days: float, now: float | None = None, stop: threading.Event | None = None,
+          upload_url: str | None = None) -> dict:
     """One pass: finish deletions a power cut interrupted, then delete what is due, oldest first (until
     `stop` is set)."""
     now = time.time() if now is None else now
@@ -91,7 +95,7 @@ def sweep(storage: Storage, days: float, now: float | None = None, stop: threadi
         if row["status"] == "deleted" and (storage.root / row["sidecar"]).exists():
             report["freed_bytes"] += remove_files(storage, row, now)
             report["finished"] += 1
-    for row, target, when in due(storage, days, now):
+    for row, target, when in due(storage, days, now, upload_url):
         if stop is not None and stop.is_set():
             break
         storage.mark_deleted(row["seq"])
@@ -108,8 +112,8 @@ class Retention:
     """The daemon's retention thread: a sweep at start, then at least four times per retention period
     (at most every SWEEP_MAX_S), and at once when the disk is below the watermark (wake())."""
 
-    def __init__(self, storage: Storage, days: float):
-        self.storage, self.days = storage, float(days)
+    def __init__(self, storage: Storage, days: float, upload_url: str | None = None):
+        self.storage, self.days, self.upload_url = storage, float(days), upload_url
         self.period = min(SWEEP_MAX_S, max(1.0, self.days * DAY_S / 4))
         self.woken, self.stopping = threading.Event(), threading.Event()
         self.thread: threading.Thread | None = None
@@ -134,7 +138,7 @@ class Retention:
     def _run(self) -> None:
         while not self.stopping.is_set():
             try:
-                r = sweep(self.storage, self.days, stop=self.stopping)
+                r = sweep(self.storage, self.days, stop=self.stopping, upload_url=self.upload_url)
             except Exception as e:   # noqa: BLE001 - the disk, the catalogue: a failed sweep is tried again
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("retention: sweep failed: %s", self.last_error)

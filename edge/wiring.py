@@ -230,7 +230,8 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
         writer.on_saved.append(lambda stored, image: auto.saved(stored.seq))
         log.info("captures are copied to a USB stick mounted at %s", auto.folder)
     if cfg["storage"]["delete_after_upload_days"] > 0:
-        board.retention = Retention(storage, cfg["storage"]["delete_after_upload_days"])
+        board.retention = Retention(storage, cfg["storage"]["delete_after_upload_days"],
+                                    uploader.target.url if uploader else None)
         log.info("retention: captures delivered %g days ago are deleted", board.retention.days)
     control = ControlServer(socket_path(state), board.status, captures.submit)
     undo.callback(control.close)

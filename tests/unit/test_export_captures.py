@@ -55,6 +55,19 @@ def test_an_interrupted_export_resumes_and_replaces_a_damaged_copy(tmp_path):
     assert tree(dest) == tree(st.captures)
 
 
+def test_a_copy_cut_short_leaves_no_temporary_behind_on_the_next_export(tmp_path):
+    st = stored(tmp_path)
+    dest = tmp_path / "usb"
+    dest.mkdir()
+    export(st, dest)
+    sidecar = next(dest.rglob("*.json"))
+    stale = sidecar.parent / f".{sidecar.name}.k3x9a1.tmp"   # the stick was pulled mid-copy
+    stale.write_bytes(b"half")
+    sidecar.unlink()
+    r = export(st, dest)
+    assert r.copied == 1 and not stale.exists() and tree(dest) == tree(st.captures)
+
+
 def test_since_and_sample_select_captures(tmp_path):
     st = stored(tmp_path)
     dest = tmp_path / "usb"

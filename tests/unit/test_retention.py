@@ -65,6 +65,17 @@ def test_only_captures_wholly_delivered_with_the_kiosks_hashes_long_enough_ago_a
     assert sweep(st, days=7, now=time.time() + 8 * DAY)["deleted"] == [], "nothing twice"
 
 
+def test_with_an_upload_url_a_capture_only_exported_is_kept_until_uploaded(tmp_path):
+    st = stored(tmp_path, 3)
+    url = "https://dav.example/k"
+    deliver(st, 1, url)
+    deliver(st, 2, "/media/usb", kind="export")
+    deliver(st, 3, "https://other.example/k")
+    later = time.time() + 2 * DAY
+    assert sweep(st, days=1, now=later, upload_url=url)["deleted"] == [1]
+    assert sweep(st, days=1, now=later)["deleted"] == [2, 3], "no upload configured: any verified delivery"
+
+
 def test_a_capture_changed_on_the_kiosk_since_its_delivery_is_kept(tmp_path):
     st = stored(tmp_path, 2)
     deliver(st, 1)
