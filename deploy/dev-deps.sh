@@ -2,7 +2,7 @@
 # Debian packages that building and testing phonescope need: libsystemd-dev +
 # pkg-config (systemd-python builds against them), Xvfb and xdotool (the preview
 # window tests: a real X server, real key events). With --rehearse, also what `make rehearse` needs: debootstrap,
-# qemu and e2fsprogs. Installs what is missing when run as root; otherwise says
+# qemu, e2fsprogs, dosfstools and mtools. Installs what is missing when run as root; otherwise says
 # what to install.
 set -euo pipefail
 need=()
@@ -11,6 +11,8 @@ if [ "${1:-}" = "--rehearse" ]; then
     command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
     command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
     command -v mke2fs >/dev/null 2>&1 || [ -x /usr/sbin/mke2fs ] || need+=(e2fsprogs)
+    command -v mkfs.vfat >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.vfat ] || need+=(dosfstools)   # the USB stick
+    command -v mcopy >/dev/null 2>&1 || need+=(mtools)                                        # read back on the host
 fi
 [ -f /usr/include/linux/input.h ] || need+=(linux-libc-dev)   # python-evdev builds against it
 pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev pkg-config)

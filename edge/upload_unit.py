@@ -5,8 +5,9 @@ phonescope.service denies all IP traffic (IPAddressDeny=any, AF_UNIX only)
 and makes the file system read-only (ProtectSystem=strict). deploy/install.sh
 runs `python -m edge.upload_unit dropin CONFIG`, which resolves the upload
 host now and writes upload.conf with IPAddressAllow= for its addresses and the
-name servers that resolve it at run time, and export.conf with
-ReadWritePaths= for auto_dir; each is removed when its key is not set.
+name servers that resolve it at run time, and for auto_dir export.conf with
+ReadWritePaths= and a udev rule that mounts a USB stick there; each is removed
+when its key is not set.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from edge.upload import UploadConfigError, target
 
 DROPIN = "/etc/systemd/system/phonescope.service.d/upload.conf"
+USB_RULE = "/etc/udev/rules.d/99-phonescope-usb.rules"
 
 
 def name_servers(resolv_conf: str = "/etc/resolv.conf") -> list[str]:
@@ -64,6 +66,19 @@ def export_dropin(cfg: dict) -> str | None:
             f"[Service]\nReadWritePaths=-{folder}\n")
 
 
+def usb_rule(cfg: dict) -> str | None:
+    """The udev rule mounting a USB stick (FAT, exFAT) at [export] auto_dir, writable by the service; a
+    stick pulled out is unmounted by systemd (its mount unit goes with the device). None without it."""
+    folder = cfg["export"]["auto_dir"]
+    if not folder:
+        return None
+    return ("# Made by deploy/install.sh from [export] auto_dir: a USB stick is mounted at the folder for the\n"
+            "# service to copy captures to. Rerun install.sh after changing it.\n"
+            'ACTION=="add", SUBSYSTEMS=="usb", SUBSYSTEM=="block", ENV{ID_FS_USAGE}=="filesystem", '
+            'ENV{ID_FS_TYPE}=="vfat|exfat", RUN+="/usr/bin/systemd-mount --no-block --collect '
+            f'--options=uid=phonescope,gid=phonescope,umask=0027,flush $devnode {folder}"\n')
+
+
 def write(out: Path, text: str | None, why_not: str) -> None:
     if text is None:
         if out.exists():
@@ -76,25 +91,27 @@ def write(out: Path, text: str | None, why_not: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m edge.upload_unit dropin CONFIG [OUT]: write (or, without their keys, remove) the drop-ins:
-    OUT (upload.conf) and export.conf beside it."""
+    """python -m edge.upload_unit dropin CONFIG [OUT [USB_RULE]]: write (or, without their keys, remove) the
+    drop-ins, OUT (upload.conf) and export.conf beside it, and the USB stick's udev rule."""
     import sys
 
     from edge import config
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (2, 3) or args[0] != "dropin":
-        print("usage: python -m edge.upload_unit dropin CONFIG [OUT]", file=sys.stderr)
+    if len(args) not in (2, 3, 4) or args[0] != "dropin":
+        print("usage: python -m edge.upload_unit dropin CONFIG [OUT [USB_RULE]]", file=sys.stderr)
         return 2
-    out = Path(args[2] if len(args) == 3 else DROPIN)
+    out = Path(args[2] if len(args) >= 3 else DROPIN)
+    rule = Path(args[3] if len(args) == 4 else USB_RULE)
     try:
         cfg = config.load(args[1])
-        upload, stick = unit_dropin(cfg), export_dropin(cfg)
+        upload, stick, mount = unit_dropin(cfg), export_dropin(cfg), usb_rule(cfg)
     except (UploadConfigError, config.ConfigError) as e:
         print(f"phonescope upload: {e}", file=sys.stderr)
         return 78
     write(out, upload, "no [upload] url")
     write(out.with_name("export.conf"), stick, "no [export] auto_dir")
+    write(rule, mount, "no [export] auto_dir")
     return 0
 
 

@@ -23,7 +23,7 @@ from tests.rehearse.vm import VM, kvm_works
 
 OUT = ROOT / ".rehearse"
 ORDER = ("install", "capture_cli", "hdmi_preview", "sigterm", "watchdog", "no_camera_at_boot", "reboot", "upgrade",
-         "power_cut")
+         "usb_export", "power_cut")
 CONFIG = """# the rehearsal kiosk: a replay camera (a folder of phone images) and a small model made for it
 [camera]
 source = "replay:/srv/phonescope/replay"
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", action="store_true", help="(developing scenarios) boot the disk and payload a --keep "
                     "run left, installed, instead of installing afresh")
     args = ap.parse_args(argv)
-    for tool in ("debootstrap", "qemu-system-x86_64", "qemu-img", "mke2fs"):
+    for tool in ("debootstrap", "qemu-system-x86_64", "qemu-img", "mke2fs", "mkfs.vfat", "mcopy"):
         if not shutil.which(tool):
             print(f"rehearse: {tool} is missing: bash deploy/dev-deps.sh --rehearse", file=sys.stderr)
             return 2

@@ -4,11 +4,16 @@ They run in order on one VM (install first); each leaves the service running for
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
 import re
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,6 +23,7 @@ from tests.rehearse.vm import VM, GuestError
 PAYLOAD = "/media/payload"
 STATE = "/var/lib/phonescope"
 REPLAY = "/srv/phonescope/replay"
+STICK = "/media/phonescope-usb"     # [export] auto_dir in the usb_export scenario
 START_S = 600          # the unit's TimeoutStartSec: the longest a start may take
 
 
@@ -261,6 +267,69 @@ def upgrade(vm: VM, ctx: dict) -> dict:
     engine = next((ln for ln in doctor.splitlines() if "tensorrt" in ln or "engine" in ln), "")
     return {"install_s": install_s, "versions": [old_version, new_version], "model": [old_model, st["model"]],
             "captures_kept": after["captures"], "doctor_engine_line": engine.strip()}
+
+
+def tree_hashes(vm: VM, root: str) -> dict[str, str]:
+    """{path under root: sha256} of the files under a folder in the guest (temporaries included)."""
+    out = vm.sh(f"cd {root} && find . -type f -print0 | xargs -0 -r sha256sum", timeout=600).check("sha256sum")
+    return {ln[66:].removeprefix("./"): ln[:64] for ln in out.splitlines() if ln.strip()}
+
+
+def host_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+def usb_export(vm: VM, ctx: dict) -> dict:
+    """The kiosk's admin sets [export] auto_dir and reruns install.sh; a FAT USB stick hot-plugged into the
+    VM is mounted by the installed udev rule under the unit's hardening, gets every capture (and one taken
+    while it is in), the screen says "safe to remove", it is pulled out with no warning, and another
+    machine (mtools on the host) reads every file byte for byte."""
+    vm.sh(f"grep -q '^auto_dir' /etc/phonescope/phonescope.toml || "
+          f"printf '\\n[export]\\nauto_dir = \"{STICK}\"\\n' >> /etc/phonescope/phonescope.toml").check("config")
+    t0 = time.monotonic()
+    vm.sh(f"bash {PAYLOAD}/src/deploy/install.sh --wheels {PAYLOAD}/upgrade", timeout=1800).check("install.sh")
+    install_s = round(time.monotonic() - t0, 1)
+    wait_active(vm)
+    assert f"ReadWritePaths=-{STICK}" in vm.sh("systemctl cat phonescope").out, "the drop-in for the stick"
+    vm.sh("test -f /etc/udev/rules.d/99-phonescope-usb.rules").check("the stick's udev rule")
+    ctx["acked"].append(vm.sh("phonescope capture --sample-id usb-1", timeout=300).check("capture").strip())
+    assert status(vm)["export"]["state"] == "no stick"
+    img = vm.work / "stick.img"
+    img.unlink(missing_ok=True)
+    subprocess.run(["truncate", "-s", "512M", str(img)], check=True)
+    subprocess.run(["mkfs.vfat", "-n", "PHONESCOPE", str(img)], check=True, stdout=subprocess.DEVNULL)
+    n = check_captures(vm, [])["captures"]
+    t0 = time.monotonic()
+    vm.plug_stick(img)
+
+    def on_stick(k: int):
+        e = status(vm)["export"]
+        return e if e["state"] == "done" and e["captures_on_stick"] == k else None
+
+    wait_for(lambda: on_stick(n), 900, f"all {n} captures on the stick", every=3)
+    export_s = round(time.monotonic() - t0, 1)
+    mount = vm.sh(f"findmnt -n -o SOURCE,FSTYPE,OPTIONS {STICK}").check("findmnt").strip()
+    ctx["acked"].append(vm.sh("phonescope capture --sample-id usb-2", timeout=300).check("capture").strip())
+    wait_for(lambda: on_stick(n + 1), 300, "the new capture on the stick", every=3)
+    warnings = status(vm)["warnings"]
+    assert f"USB export: {n + 1} captures on the stick, safe to remove" in warnings, warnings
+    kiosk = tree_hashes(vm, f"{STATE}/captures")
+    assert tree_hashes(vm, STICK) == kiosk, "the stick holds every capture file, nothing else"
+    vm.pull_stick()
+    wait_for(lambda: status(vm)["export"]["state"] == "no stick", 120, "the stick noticed gone")
+    assert vm.sh(f"mountpoint -q {STICK}").rc != 0, "unmounted once pulled out"
+    assert not any("USB" in w for w in status(vm)["warnings"])
+    read = vm.work / "stick-read"
+    shutil.rmtree(read, ignore_errors=True)
+    read.mkdir()
+    subprocess.run(["mcopy", "-s", "-n", "-i", str(img), "::/*", str(read)], check=True,
+                   env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    assert host_hashes(read) == kiosk, "another machine reads every file as the kiosk wrote it"
+    size = sum(p.stat().st_size for p in read.rglob("*") if p.is_file())
+    shutil.rmtree(read)
+    img.unlink()
+    return {"install_s": install_s, "captures": n + 1, "files": len(kiosk), "mb": round(size / 1e6, 1),
+            "export_s": export_s, "mount": mount}
 
 
 def power_cut(vm: VM, ctx: dict, cycles: int) -> dict:

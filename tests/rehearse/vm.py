@@ -114,7 +114,7 @@ class VM:
                 "-append", "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 net.ifnames=0",
                 "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=writeback",
                 "-drive", f"file={self.payload},if=virtio,format=raw,readonly=on",
-                "-nic", "none", "-vga", "std", "-display", "none",
+                "-nic", "none", "-vga", "std", "-display", "none", "-device", "qemu-xhci,id=xhci",
                 "-serial", f"file:{self.work / f'serial-{self.boots}.log'}",
                 "-qmp", f"unix:{self.work / 'qmp.sock'},server=on,wait=off",
                 "-device", "virtio-serial",
@@ -195,6 +195,22 @@ class VM:
 
     def press(self, qcode: str) -> None:
         self.qmp_cmd("send-key", keys=[{"type": "qcode", "data": qcode}])
+
+    # -- USB: a stick plugged in and pulled out -------------------------------------------------------------
+    def plug_stick(self, image: Path) -> None:
+        """A USB mass-storage stick backed by a raw image file, hot-plugged into the xHCI controller (a
+        drive_add drive: it goes with the device when that is unplugged)."""
+        self.qmp_cmd("human-monitor-command",
+                     **{"command-line": f"drive_add 0 if=none,id=stick0,format=raw,file={image}"})
+        self.qmp_cmd("device_add", driver="usb-storage", id="stick", drive="stick0", bus="xhci.0")
+
+    def pull_stick(self) -> None:
+        """Pulled out with no warning to the guest (what a technician does once the screen says so)."""
+        self.qmp_cmd("device_del", id="stick")
+        end = time.monotonic() + 30
+        while time.monotonic() < end and any(c["name"] == "stick" for c in
+                                             self.qmp_cmd("qom-list", path="/machine/peripheral")):
+            time.sleep(0.5)
 
     # -- the guest agent: commands and files ------------------------------------------------------------------
     def agent(self, cmd: str, timeout: float = 60, **args) -> dict:

@@ -120,14 +120,17 @@ def test_dropins_allow_exactly_the_upload_host_and_the_usb_folder_and_verify(tmp
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert "not-an-address" in r.stdout + r.stderr
     toml.write_text('[export]\nauto_dir = "/media/phonescope-usb"\n')
-    r = subprocess.run([sys.executable, "-m", "edge.upload_unit", "dropin", str(toml), str(dropin)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    rule = tmp_path / "99-phonescope-usb.rules"
+    r = subprocess.run([sys.executable, "-m", "edge.upload_unit", "dropin", str(toml), str(dropin), str(rule)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
     stick = dropin.with_name("export.conf")
+    # the rule itself runs under udev in the rehearsal's usb_export scenario
+    assert rule.read_text().rstrip().endswith("$devnode /media/phonescope-usb\""), rule.read_text()
     assert r.returncode == 0 and not dropin.exists() and "removed" in r.stdout, "no URL: no allowance"
     assert "ReadWritePaths=-/media/phonescope-usb" in stick.read_text(), "the USB stick's folder is writable"
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
     toml.write_text("")
-    r = subprocess.run([sys.executable, "-m", "edge.upload_unit", "dropin", str(toml), str(dropin)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and not stick.exists() and "removed" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "edge.upload_unit", "dropin", str(toml), str(dropin), str(rule)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not stick.exists() and not rule.exists() and "removed" in r.stdout
