@@ -333,7 +333,7 @@ def usb_export(vm: VM, ctx: dict) -> dict:
 
 
 def power_cut(vm: VM, ctx: dict, cycles: int) -> dict:
-    acked_total, recovered, boot_times = 0, {}, []
+    acked_total, recovered, boot_times, refused = 0, {}, [], []
     rng = random.Random(11)
     for cycle in range(cycles):
         acked: list[str] = []
@@ -350,6 +350,8 @@ def power_cut(vm: VM, ctx: dict, cycles: int) -> dict:
                             if r.rc == 0 and not stop.is_set():
                                 with lock:
                                     acked.append(r.out.strip())
+                            elif r.rc != 0 and not stop.is_set():
+                                refused.append(r.err.strip()[-300:])
                             break
                         time.sleep(0.2)
                 except (OSError, GuestError, ValueError):
@@ -359,7 +361,12 @@ def power_cut(vm: VM, ctx: dict, cycles: int) -> dict:
         threads = [threading.Thread(target=burst, args=(w,), daemon=True) for w in range(3)]
         for t in threads:
             t.start()
-        time.sleep(rng.uniform(6.0, 30.0))
+        # the cut comes at a random moment once captures are going through (a capture under TCG takes
+        # 15-40 s: a fixed window could end before any was acknowledged, and the cycle prove nothing)
+        end = time.monotonic() + 300
+        while not acked and time.monotonic() < end and any(t.is_alive() for t in threads):
+            time.sleep(0.5)
+        time.sleep(rng.uniform(0.0, 20.0))
         with lock:
             stop.set()
             vm.power_cut()
@@ -376,5 +383,7 @@ def power_cut(vm: VM, ctx: dict, cycles: int) -> dict:
         for line in journal_has(vm, r"start-up recovery: \{"):
             for k, v in json.loads(line.split("start-up recovery: ", 1)[1]).items():
                 recovered[k] = recovered.get(k, 0) + v
-    return {"cycles": cycles, "acknowledged": acked_total, "lost": 0, "recovered": recovered,
+    assert acked_total > 0, f"no capture acknowledged in {cycles} cycles: nothing was tested ({refused[-3:]})"
+    return {"cycles": cycles, "acknowledged": acked_total, "lost": 0, "refused": len(refused),
+            "last_refusal": refused[-1] if refused else None, "recovered": recovered,
             "boot_s_median": float(np.median(boot_times)) if boot_times else None}
