@@ -149,6 +149,12 @@ def main(argv=None) -> int:
             for f in ("kiosk.qcow2", "payload.img"):
                 (work / f).unlink(missing_ok=True)
     print(json.dumps(report, indent=2))
+    # last, so that the tail of a CI log says which scenario failed and why
+    for name, entry in report["scenarios"].items():
+        if not entry["ok"]:
+            print(f"rehearse: scenario {name} FAILED: {entry['error'][:1500]} (at {' | '.join(entry['where'])})",
+                  file=sys.stderr)
+    image.say("every scenario passed" if not failed else "FAILED: see above and .rehearse/report.json")
     return 1 if failed else 0
 
 

@@ -215,16 +215,19 @@ class VM:
     # -- the guest agent: commands and files ------------------------------------------------------------------
     def agent(self, cmd: str, timeout: float = 60, **args) -> dict:
         """One agent command. A guest whose CPUs the daemon keeps busy (TCG) may answer late: one retry on a
-        fresh connection (guest-sync-delimited skips a stale answer)."""
+        fresh connection (guest-sync-delimited skips a stale answer), unless the command was already sent
+        and running it twice would not be the same (guest-exec: a second `mv` fails, a second capture is
+        one more capture)."""
         with self.agent_lock:
+            sent = [False]
             try:
-                return self._agent(cmd, timeout, args)
+                return self._agent(cmd, timeout, args, sent)
             except TimeoutError:
-                if cmd == "guest-ping":
-                    raise
-                return self._agent(cmd, timeout, args)
+                if cmd == "guest-ping" or (sent[0] and cmd == "guest-exec"):
+                    raise GuestError(f"guest agent {cmd}: no answer within {timeout:.0f} s") from None
+                return self._agent(cmd, timeout, args, [False])
 
-    def _agent(self, cmd: str, timeout: float, args: dict) -> dict:
+    def _agent(self, cmd: str, timeout: float, args: dict, sent: list) -> dict:
         ch = Channel(self.work / "qga.sock", timeout)
         try:
             token = random.randrange(1, 2 ** 31)
@@ -233,6 +236,7 @@ class VM:
             while ch.recv().get("return") != token:
                 pass
             ch.send({"execute": cmd, **({"arguments": args} if args else {})})
+            sent[0] = True
             r = ch.recv()
         finally:
             ch.close()
