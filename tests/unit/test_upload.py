@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -89,6 +90,8 @@ def test_every_capture_arrives_once_through_503_drops_hangs_and_a_vanished_serve
     assert proxy.faults["503"] and proxy.faults["drop"] and proxy.faults["hang"]
     assert notices.get("upload") is None, "the warning clears once the backlog is empty"
     assert len(st.delivered("upload", up.target.url)) == 90
+    print(json.dumps({"captures": 30, "files": 90, "puts_stored": len(puts), "duplicates": 0, "lost": 0,
+                      "retries": s["retries"], "faults": proxy.faults}))
 
 
 def test_a_file_the_server_already_has_is_recorded_not_sent_again(tmp_path, dav):
