@@ -67,9 +67,81 @@ class KnownWarp:
                 "shift": [round(float(v), 3) for v in self.shift], "elastic_px": round(self.elastic, 3)}
 
 
-def random_warp(ref_shape, rng: np.random.Generator, seed: int, scales=(1.3, 2.2)) -> KnownWarp:
+def random_warp(ref_shape, rng: np.random.Generator, seed: int, scales=(1.3, 2.2), elastic=(0.5, 2.0)) -> KnownWarp:
     return KnownWarp(ref_shape, float(rng.uniform(*scales)), float(rng.uniform(-5, 5)),
-                     tuple(rng.uniform(-8, 8, 2)), float(rng.uniform(0.5, 2.0)), seed=seed)
+                     tuple(rng.uniform(-8, 8, 2)), float(rng.uniform(*elastic)), seed=seed)
+
+
+# The randomised family of phones (issue 13): registration and models are measured on phones drawn from
+# it, never on one phone we know. Ranges: blur 1-3 phone px growing to the field edge, lateral CA up to
+# +/-0.8 %, any diagonal-dominant colour cross-talk, white balance, exposure, gamma and S-curve tone,
+# ISP sharpening, vignetting, noise, JPEG q50-90; warps: sampling 1.3-3.0, +/-5 degrees, elastic up to 3 px.
+FAMILY_SCALES = (1.3, 3.0)
+FAMILY_ELASTIC = (0.5, 3.0)
+
+
+def random_phone(rng: np.random.Generator, name: str = "random-phone") -> PhoneOptics:
+    centre = float(rng.uniform(1.0, 2.0))
+    corner = float(rng.uniform(max(centre, 1.5), 3.0))
+    leak = rng.uniform(0.01, 0.22, (3, 3))
+    np.fill_diagonal(leak, 0.0)
+    crosstalk = leak + np.diag(1.0 - leak.sum(axis=1))
+    lo = int(rng.integers(50, 81))
+    noise = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
+    return PhoneOptics(
+        name=name, blur_sigma_centre=round(centre, 3), blur_sigma_corner=round(corner, 3),
+        chromatic_red=round(float(rng.uniform(-0.008, 0.008)), 5),
+        chromatic_blue=round(float(rng.uniform(-0.008, 0.008)), 5),
+        vignetting=round(float(rng.uniform(0.05, 0.5)), 3),
+        crosstalk=tuple(tuple(round(float(v), 4) for v in row) for row in crosstalk),
+        white_balance=(round(float(rng.uniform(0.82, 1.18)), 3), 1.0, round(float(rng.uniform(0.82, 1.18)), 3)),
+        exposure=round(float(rng.uniform(0.8, 1.05)), 3), gamma=round(float(rng.uniform(0.8, 1.3)), 3),
+        tone_contrast=round(float(rng.uniform(-0.3, 0.8)), 3), sharpen=round(float(rng.uniform(0.0, 1.0)), 3),
+        noise_shot=(0.001 * noise, 0.006 * noise), noise_read=(0.002 * noise, 0.008 * noise),
+        jpeg_quality=(lo, min(90, lo + 10)))
+
+
+def textured_field(img: np.ndarray, rng: np.random.Generator, side: int, tries: int = 4) -> np.ndarray:
+    """A field of at most side x side from a large benchtop image: of a few random ones, the one with the
+    most detail (a person photographs the sample, not the empty glass)."""
+    h, w = img.shape[:2]
+    fh, fw = min(h, side), min(w, side)
+    if (fh, fw) == (h, w):
+        return img
+    best, score = img[:fh, :fw], -1.0
+    for _ in range(tries):
+        y, x = int(rng.integers(0, h - fh + 1)), int(rng.integers(0, w - fw + 1))
+        crop = img[y:y + fh, x:x + fw]
+        g = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        e = float(np.mean(cv2.Laplacian(cv2.GaussianBlur(g, (0, 0), 1.5), cv2.CV_32F) ** 2))
+        if e > score:
+            best, score = crop, e
+    return np.ascontiguousarray(best)
+
+
+def make_family_set(images: list[Path], out: Path, seed: int = 0, phones: int = 0, side: int = 800) -> dict:
+    """Like make_set, through a phone drawn from the family for each image (or `phones` of them in turn),
+    with the family's warps; large images give one field of at most side x side. Pair names carry the
+    sample type (edge.sampletypes)."""
+    from edge import sampletypes
+
+    rng = np.random.default_rng(seed)
+    (out / "phone").mkdir(parents=True, exist_ok=True)
+    (out / "reference").mkdir(parents=True, exist_ok=True)
+    pool = [random_phone(rng, f"family-{seed}-{k}") for k in range(phones)]
+    truth: dict = {"family": {"scales": FAMILY_SCALES, "elastic": FAMILY_ELASTIC, "seed": seed}, "pairs": {}}
+    for k, path in enumerate(images):
+        profile = pool[k % len(pool)] if pool else random_phone(rng, f"family-{seed}-{k}")
+        ref = textured_field(read_rgb8(path), rng, side)
+        warp = random_warp(ref.shape[:2], rng, seed * 100003 + k, FAMILY_SCALES, FAMILY_ELASTIC)
+        phone = warp.phone_from(ref, profile, seed=seed * 100003 + k)
+        name = sampletypes.pair_name(sampletypes.of_path(path), path.stem)
+        write_image(out / "reference" / f"{name}.png", ref)
+        _, buf = cv2.imencode(".jpg", phone[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        atomic_write(out / "phone" / f"{name}.jpg", buf.tobytes())
+        truth["pairs"][name] = {**warp.to_dict(), "seed": seed * 100003 + k, "phone": profile.to_dict()}
+    atomic_write(out / "truth.json", json.dumps(truth, indent=2).encode())
+    return truth
 
 
 def make_set(images: list[Path], out: Path, profile: PhoneOptics = OTHER_PHONE, seed: int = 0,

@@ -15,7 +15,7 @@ import time
 import zlib
 from pathlib import Path
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".svs"}   # .svs: an Aperio slide (TIFF)
 MAX_PIXELS = 100_000_000   # 100 MP: a header claiming more is refused before anything is allocated
 # OpenCV's own guard for the formats we do not parse (default 2^30 pixels, i.e. 3 GB for RGB)
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
@@ -80,10 +80,43 @@ def decode(data: bytes, name: str = "<bytes>") -> np.ndarray:
     try:
         img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
+        if data[:4] in TIFF_MAGIC:
+            return _decode_tiff(data, path)
         raise ImageError(f"{path}: cannot decode image ({str(e).strip().splitlines()[-1]})") from None
     if img is None or img.size == 0:
+        if data[:4] in TIFF_MAGIC:
+            return _decode_tiff(data, path)
         raise ImageError(f"{path}: not an image OpenCV can decode")
     return img
+
+
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def _decode_tiff(data: bytes, path: Path) -> np.ndarray:
+    """TIFFs OpenCV's libtiff does not read (slide scanners' OME-TIFF and SVS with JPEG tiles): the first
+    page's full-resolution image through tifffile (imagecodecs decodes the tiles), in OpenCV's order."""
+    import io
+
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as t:
+            page = t.pages[0]
+            if page.shape and int(np.prod(page.shape[:2])) > MAX_PIXELS:
+                raise ImageError(f"{path}: {page.shape[1]}x{page.shape[0]} pixels: larger than the "
+                                 f"{MAX_PIXELS // 1_000_000} MP limit")
+            img = page.asarray()
+    except ImageError:
+        raise
+    except ValueError as e:   # tifffile: a compression it cannot decode without imagecodecs
+        hint = " (pip install imagecodecs)" if "imagecodecs" in str(e) else ""
+        raise ImageError(f"{path}: cannot decode TIFF: {str(e).splitlines()[0][:160]}{hint}") from None
+    except Exception as e:    # tifffile raises many types for a damaged file
+        raise ImageError(f"{path}: cannot decode TIFF ({type(e).__name__})") from None
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        img = img[..., [2, 1, 0, 3][:img.shape[2]]]   # RGB(A) -> OpenCV's BGR(A)
+    return np.ascontiguousarray(img)
 
 
 def to_rgb_float(img: np.ndarray, name: str = "<image>") -> tuple[np.ndarray, list[str]]:

@@ -46,6 +46,7 @@ class PhoneOptics:
     noise_shot: tuple = (0.001, 0.006)    # Poisson gain range (variance per unit signal)
     noise_read: tuple = (0.002, 0.008)    # Gaussian read-noise sigma range
     gamma: float = 1.0                 # extra tone-curve exponent on top of sRGB encoding
+    tone_contrast: float = 0.0         # S-shaped tone curve: 0 none, >0 more mid-tone contrast, <0 flatter
     sharpen: float = 0.4               # ISP unsharp-mask amount
     jpeg_quality: tuple = (30, 95)     # inclusive range; None disables JPEG
     jitter: float = 0.03               # relative per-image jitter of exposure, white balance, blur
@@ -215,6 +216,9 @@ def degrade(reference: np.ndarray, profile: PhoneOptics = DEFAULT_PHONE, seed: i
     out = linear_to_srgb(lin)
     if profile.gamma != 1.0:
         out = np.power(out, profile.gamma)
+    if profile.tone_contrast:
+        out = np.clip(out, 0, 1)
+        out = out + profile.tone_contrast * (out * out * (3 - 2 * out) - out)   # towards a smoothstep
     if profile.sharpen > 0:
         soft = cv2.GaussianBlur(out, (0, 0), 1.0)
         out = out + profile.sharpen * (out - soft)

@@ -255,6 +255,8 @@ class Uploader:
             # full jitter: anywhere up to the exponential bound, so kiosks behind one server spread out
             bound = self.retry_max_s if permanent else min(self.retry_max_s, BACKOFF_FIRST_S * 2 ** (n - 1))
             delay = self.random.uniform(bound / 2, bound)
+            if "timed out" in why:   # the request we gave up on may still be completing at the server:
+                delay = max(delay, 2 * self.target.timeout)   # look again (HEAD) only once it has had time
             self.in_flight.discard(seq)
             if requeue and not self.stop_event.is_set():
                 self.pending[seq] = time.monotonic() + delay

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from calibration.measure_registration import measure, true_error
 from calibration.register import register
 from calibration.synthetic import KnownWarp
 from edge.imageio import read_rgb8, write_image
@@ -17,30 +18,31 @@ from tests.helpers import SAMPLES, run_cli
 PHONE = DEFAULT_PHONE.replace(name="test-phone", vignetting=0.2, jpeg_quality=(60, 80))
 
 
-def true_error(warp: KnownWarp, reg) -> np.ndarray:
-    """|T(p_est(x)) - x| in reference pixels over the kept area, p_est = M^-1 (x + flow(x))."""
-    y0, y1, x0, x1 = reg.report["crop"]
-    ys, xs = np.mgrid[y0:y1:6, x0:x1:6].astype(np.float64)
-    f = reg.flow[ys.astype(int), xs.astype(int)]
-    qx, qy = xs + f[..., 0], ys + f[..., 1]
-    a, t = reg.matrix[:, :2].astype(np.float64), reg.matrix[:, 2].astype(np.float64)
-    p = (np.stack([qx - t[0], qy - t[1]], -1)) @ np.linalg.inv(a).T
-    tx, ty = warp(p[..., 0], p[..., 1])
-    return np.hypot(tx - xs, ty - ys).ravel()
-
-
-def known_warps():
-    """Blood smears and tissue, sampling factors 1.3-2.5, a few degrees, shifts, elastic 0.5-2 px."""
-    rng = np.random.default_rng(11)
-    names = ["BloodImage_00004", "BloodImage_00090", "BloodImage_00130", "torchstain_target"]
-    return [(name, float(rng.uniform(1.3, 2.5)), float(rng.uniform(-5, 5)), tuple(rng.uniform(-8, 8, 2)),
-             float(rng.uniform(0.5, 2.0)), k) for k in range(3) for name in names]
+@pytest.mark.slow
+def test_registration_holds_on_a_randomised_phone_family():
+    """Phones drawn from the family (blur 1-3 px growing to the edge, lateral CA to 0.8 %, other colour
+    responses and tone curves, JPEG q50-90) under known warps (sampling 1.3-3.0, +/-5 degrees, elastic to
+    3 px), three per shipped slide: the true misalignment over the accepted pairs, how many are accepted,
+    and how far the registration's own estimate is from the truth. Measured here: 11 of 12 accepted,
+    0.29 px median, 1.00 px p95, estimate within 0.02 px of the true median (median), 0.27 px at worst."""
+    images = sorted((SAMPLES / "reference").glob("*.jpg")) * 3
+    result = measure(images, seed=5, limits=(0.5, 1.5), workers=2)
+    lines = "\n".join(f"{r['name']} x{r['scale']}: ok={r['accepted']} true {r.get('true_median')}/"
+                      f"{r.get('true_p95')} est {r.get('est_median')} {r['reason']}" for r in result["rows"])
+    print(lines)
+    s = result["all"]
+    assert s["accepted_fraction"] >= 0.8, lines
+    assert s["true_median"] <= 0.35 and s["true_p95"] <= 1.2, (s, lines)
+    assert s["estimate_gap_median"] <= 0.1, (s, lines)
+    for r in result["rows"]:
+        if r["accepted"]:
+            assert r["true_median"] <= 0.6, lines   # the estimate's limit is 0.5: it never lets a bad one by far
 
 
 @pytest.mark.slow
-def test_registration_accuracy_against_known_warps():
-    """The issue's target on the true error (known warps), pooled over the pairs the check accepts;
-    the check's own estimate tracks the truth, and it rejects what it cannot vouch for."""
+def test_registration_accuracy_against_known_warps_of_the_default_phone():
+    """The phone the shipped model was made for, known warps of the shipped slides: accepted pairs' pooled
+    true misalignment, and the estimate tracks the truth."""
     pooled, accepted, lines = [], 0, []
     for name, scale, angle, shift, elastic, seed in known_warps():
         ref = read_rgb8(SAMPLES / "reference" / f"{name}.jpg")
@@ -58,15 +60,23 @@ def test_registration_accuracy_against_known_warps():
         if reg.ok:
             accepted += 1
             pooled.append(err)
-            assert med <= 0.6, lines[-1]  # the estimate's tolerance above the 0.5 px limit
+            assert med <= 0.6, lines[-1]
             assert reg.phone.shape == reg.reference.shape
             y0, y1, x0, x1 = reg.report["crop"]
             assert (y1 - y0) * (x1 - x0) > 0.25 * ref.shape[0] * ref.shape[1] / scale ** 2, lines[-1]
     pooled = np.concatenate(pooled)
-    print("\n".join(lines))
-    assert accepted >= 8, "\n".join(lines)
-    assert np.median(pooled) <= 0.5 and np.percentile(pooled, 95) <= 1.5, (np.median(pooled),
-                                                                           np.percentile(pooled, 95))
+    print("\n".join(lines), f"\npooled: {np.median(pooled):.3f} / {np.percentile(pooled, 95):.3f}")
+    assert accepted >= 10, "\n".join(lines)
+    assert np.median(pooled) <= 0.35 and np.percentile(pooled, 95) <= 1.0, (np.median(pooled),
+                                                                            np.percentile(pooled, 95))
+
+
+def known_warps():
+    """Blood smears and tissue, sampling factors 1.3-2.5, a few degrees, shifts, elastic 0.5-2 px."""
+    rng = np.random.default_rng(11)
+    names = ["BloodImage_00004", "BloodImage_00090", "BloodImage_00130", "torchstain_target"]
+    return [(name, float(rng.uniform(1.3, 2.5)), float(rng.uniform(-5, 5)), tuple(rng.uniform(-8, 8, 2)),
+             float(rng.uniform(0.5, 2.0)), k) for k in range(3) for name in names]
 
 
 def test_pairs_command_writes_aligned_pairs_report_and_overlays(tmp_path):

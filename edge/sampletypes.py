@@ -1,0 +1,40 @@
+"""Sample types: what kind of slide an image shows, by the data folder it came from.
+
+One small model may not serve every stain, and figures that pool them hide
+where it fails: training data, held-out pairs, model cards, `[model] sample`
+and `phonescope evaluate` all use these names. A pair made from a typed image
+is named `<type>__<stem>`, so a pairs folder keeps the grouping.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# data folder (../shared/data/<folder>) -> sample type
+FOLDERS = {"blood-smear": "blood", "he-tissue": "tissue", "ihc": "ihc", "malaria-giemsa": "malaria"}
+TYPES = tuple(FOLDERS.values())
+SEP = "__"
+
+
+def of_path(path: Path) -> str | None:
+    """The sample type of an image by its folder (any ancestor named like a data folder), else None."""
+    for part in reversed(Path(path).parent.parts):
+        if part in FOLDERS:
+            return FOLDERS[part]
+        if part in TYPES:
+            return part
+    return None
+
+
+def is_phone_photo(path: Path) -> bool:
+    """Real phone photos among the benchtop images (no reference: to look at, never to train on)."""
+    return Path(path).stem.lower().endswith("-phone")
+
+
+def pair_name(sample: str | None, stem: str) -> str:
+    return f"{sample}{SEP}{stem}" if sample else stem
+
+
+def of_pair(name: str) -> str | None:
+    """The sample type a pair's name carries (`tissue__liver-3` -> tissue), else None."""
+    head, sep, _ = name.partition(SEP)
+    return head if sep and head in TYPES else None

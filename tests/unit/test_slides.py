@@ -1,0 +1,56 @@
+"""Benchtop images as slide scanners write them, sample types, and the randomised phone family."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from calibration.synthetic import random_phone
+from edge import sampletypes
+from edge.imageio import ImageError, read_image, read_rgb8
+from edge.simulator import degrade
+
+
+def test_a_tiled_jpeg_tiff_opencv_cannot_read_is_read_through_tifffile(tmp_path):
+    pytest.importorskip("imagecodecs")
+    rng = np.random.default_rng(0)
+    img = (rng.random((300, 260, 3)) * 255).astype(np.uint8)
+    img[:, :, 0] = 200                      # a channel to tell RGB from BGR by
+    path = tmp_path / "scan.ome.tif"
+    # what a slide scanner's OME-TIFF looks like: JPEG-compressed tiles with 2x2 chroma subsampling
+    tifffile.imwrite(path, img, tile=(128, 128), compression="jpeg", photometric="rgb")
+    out = read_rgb8(path)
+    assert out.shape == img.shape
+    assert abs(float(out[..., 0].mean()) - 200) < 3, "channels in RGB order"
+    assert np.abs(out.astype(int) - img).mean() < 40          # JPEG of noise: close, not equal
+
+
+def test_a_damaged_tiff_is_one_clear_error(tmp_path):
+    path = tmp_path / "bad.svs"
+    path.write_bytes(b"II*\x00" + b"\x00" * 64)
+    with pytest.raises(ImageError, match="bad.svs"):
+        read_image(path)
+
+
+def test_sample_types_come_from_the_data_folders_and_pair_names():
+    assert sampletypes.of_path(Path("/data/blood-smear/BloodImage_00001.jpg")) == "blood"
+    assert sampletypes.of_path(Path("shared/data/he-tissue/x.png")) == "tissue"
+    assert sampletypes.of_path(Path("/tmp/other/x.png")) is None
+    assert sampletypes.is_phone_photo(Path("malaria-giemsa/NIH-Pf-phone.jpg"))
+    name = sampletypes.pair_name("ihc", "kather")
+    assert sampletypes.of_pair(name) == "ihc" and sampletypes.of_pair("kather") is None
+
+
+def test_the_phone_family_spans_the_ranges_it_promises():
+    rng = np.random.default_rng(3)
+    phones = [random_phone(rng) for _ in range(200)]
+    assert all(1.0 <= p.blur_sigma_centre <= p.blur_sigma_corner <= 3.0 for p in phones)
+    assert max(abs(p.chromatic_red) for p in phones) > 0.006 and all(abs(p.chromatic_red) <= 0.008 for p in phones)
+    assert all(50 <= p.jpeg_quality[0] <= p.jpeg_quality[1] <= 90 for p in phones)
+    assert all(np.allclose(np.sum(p.crosstalk, axis=1), 1.0, atol=1e-3) for p in phones)
+    assert len({p.tone_contrast for p in phones}) == 200 and min(p.tone_contrast for p in phones) < 0
+    img = (np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)
+    out, _ = degrade(img, phones[0], seed=1)
+    assert out.shape == img.shape and out.dtype == np.uint8
