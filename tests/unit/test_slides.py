@@ -50,7 +50,7 @@ def test_the_phone_family_spans_the_ranges_it_promises():
     assert max(abs(p.chromatic_red) for p in phones) > 0.006 and all(abs(p.chromatic_red) <= 0.008 for p in phones)
     assert all(50 <= p.jpeg_quality[0] <= p.jpeg_quality[1] <= 90 for p in phones)
     assert all(np.allclose(np.sum(p.crosstalk, axis=1), 1.0, atol=1e-3) for p in phones)
-    assert len({p.tone_contrast for p in phones}) == 200 and min(p.tone_contrast for p in phones) < 0
+    assert len({p.tone_contrast for p in phones}) > 150 and min(p.tone_contrast for p in phones) < 0 < max(p.tone_contrast for p in phones)
     img = (np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)
     out, _ = degrade(img, phones[0], seed=1)
     assert out.shape == img.shape and out.dtype == np.uint8
