@@ -3,7 +3,7 @@
     python -m calibration.measure_registration --images DIR... [--per-type N] [--seed S] [--json OUT]
 
 Each benchtop image (or a textured field of a large one) is seen through a phone drawn from the family
-(calibration.synthetic.random_phone) under a known warp (sampling 1.3-3.0, +/-5 degrees, elastic up
+(edge.simulator.random_phone) under a known warp (sampling 1.3-3.0, +/-5 degrees, elastic up
 to 3 px); the registration's mapping is compared with the truth over the area it keeps. Prints, per
 sample type and pooled over the accepted pairs: accepted fraction, true misalignment (median, p95) and
 how far the registration's own estimate is from the true median.
@@ -38,7 +38,8 @@ def _one(job) -> dict:
 
     cv2.setNumThreads(1)
     from calibration.register import register
-    from calibration.synthetic import FAMILY_ELASTIC, FAMILY_SCALES, random_phone, random_warp, textured_field
+    from calibration.synthetic import FAMILY_ELASTIC, FAMILY_SCALES, random_warp, textured_field
+    from edge.simulator import random_phone
     from edge import sampletypes
     from edge.imageio import read_rgb8
 

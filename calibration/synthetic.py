@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from edge.imageio import atomic_write, list_images, read_rgb8, write_image
-from edge.simulator import PhoneOptics, degrade
+from edge.simulator import PhoneOptics, degrade, random_phone
 
 # A phone unlike the one the shipped model was trained for (edge.simulator.DEFAULT_PHONE):
 # other colour cross-talk and white balance, more vignetting and blur, stronger ISP sharpening.
@@ -72,33 +72,11 @@ def random_warp(ref_shape, rng: np.random.Generator, seed: int, scales=(1.3, 2.2
                      tuple(rng.uniform(-8, 8, 2)), float(rng.uniform(*elastic)), seed=seed)
 
 
-# The randomised family of phones (issue 13): registration and models are measured on phones drawn from
-# it, never on one phone we know. Ranges: blur 1-3 phone px growing to the field edge, lateral CA up to
-# +/-0.8 %, any diagonal-dominant colour cross-talk, white balance, exposure, gamma and S-curve tone,
-# ISP sharpening, vignetting, noise, JPEG q50-90; warps: sampling 1.3-3.0, +/-5 degrees, elastic up to 3 px.
+# The randomised family of phones and its warps (issue 13): registration is measured on phones drawn from
+# it (edge.simulator.random_phone), never on one phone we know; warps: sampling 1.3-3.0, +/-5 degrees,
+# elastic up to 3 px.
 FAMILY_SCALES = (1.3, 3.0)
 FAMILY_ELASTIC = (0.5, 3.0)
-
-
-def random_phone(rng: np.random.Generator, name: str = "random-phone") -> PhoneOptics:
-    centre = float(rng.uniform(1.0, 2.0))
-    corner = float(rng.uniform(max(centre, 1.5), 3.0))
-    leak = rng.uniform(0.01, 0.22, (3, 3))
-    np.fill_diagonal(leak, 0.0)
-    crosstalk = leak + np.diag(1.0 - leak.sum(axis=1))
-    lo = int(rng.integers(50, 81))
-    noise = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
-    return PhoneOptics(
-        name=name, blur_sigma_centre=round(centre, 3), blur_sigma_corner=round(corner, 3),
-        chromatic_red=round(float(rng.uniform(-0.008, 0.008)), 5),
-        chromatic_blue=round(float(rng.uniform(-0.008, 0.008)), 5),
-        vignetting=round(float(rng.uniform(0.05, 0.5)), 3),
-        crosstalk=tuple(tuple(round(float(v), 4) for v in row) for row in crosstalk),
-        white_balance=(round(float(rng.uniform(0.82, 1.18)), 3), 1.0, round(float(rng.uniform(0.82, 1.18)), 3)),
-        exposure=round(float(rng.uniform(0.8, 1.05)), 3), gamma=round(float(rng.uniform(0.8, 1.3)), 3),
-        tone_contrast=round(float(rng.uniform(-0.3, 0.8)), 3), sharpen=round(float(rng.uniform(0.0, 1.0)), 3),
-        noise_shot=(0.001 * noise, 0.006 * noise), noise_read=(0.002 * noise, 0.008 * noise),
-        jpeg_quality=(lo, min(90, lo + 10)))
 
 
 def textured_field(img: np.ndarray, rng: np.random.Generator, side: int, tries: int = 4) -> np.ndarray:

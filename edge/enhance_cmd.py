@@ -7,6 +7,7 @@ from pathlib import Path
 from edge.errors import UserError
 from edge.enhancer import Enhancer, EngineError, ModelError
 from edge.imageio import ImageError, read_image, write_image
+from edge.scope import Scope
 from edge.tiling import TilingError
 
 
@@ -24,6 +25,7 @@ def run(args) -> int:
     print(f"model {card.name} {card.version} (scale {card.scale:g}), backend {enhancer.engine.name}: {why}",
           file=sys.stderr)
     failed, seen = 0, {}
+    scope, out_of_scope = Scope.from_card(card.raw), 0
     for name in args.images:
         src = Path(name)
         dst = out_dir / f"{src.stem}.png"
@@ -33,6 +35,11 @@ def run(args) -> int:
             continue
         try:
             rgb, notes, bits = read_image(src)
+            if scope:
+                why = scope.check(enhancer.resample(rgb))
+                out_of_scope += bool(why)
+                for w in scope.first_time(why):
+                    print(f"{src}: warning: out of the model's scope: {w}", file=sys.stderr)
             result = enhancer.enhance(rgb)
             write_image(dst, result, bits=bits)
         except ImageError as e:
@@ -51,6 +58,9 @@ def run(args) -> int:
         note = f" ({'; '.join(notes)})" if notes else ""
         print(f"{src} -> {dst} {result.shape[1]}x{result.shape[0]}{note}")
     enhancer.close()
+    if out_of_scope > 1:
+        print(f"{out_of_scope} of {len(args.images)} file(s) out of the model's scope (warned once above)",
+              file=sys.stderr)
     if failed:
         print(f"{failed} of {len(args.images)} file(s) failed", file=sys.stderr)
         return 1

@@ -25,12 +25,14 @@ from edge.errors import EX_CONFIG, UserError
 from edge.focus import FocusMeter, focus_score
 from edge.imageio import read_image
 from edge.notices import Notices
+from edge.scope import Scope
 from edge.sources import Frame
 from edge.stages import Postprocess, Preprocess
 
 log = logging.getLogger("phonescope")
 
 FRAME_WAIT_S = 10.0        # a capture waits this long for a fresh frame
+SCOPE_EVERY_S = 30.0       # the preview's colours are compared with the training set's this often
 
 
 def self_test(enhancer: Enhancer) -> None:
@@ -64,6 +66,8 @@ class InferenceLoop:
         self.focus = FocusMeter()             # the raw preview frames' sharpness against the best seen lately
         self.camera_settings: dict = {}       # what the newest frame says the camera ran with
         self.latency_s = 0.0                  # frame grabbed -> enhanced preview ready (moving average)
+        self.scope = Scope.from_card(enhancer.card.raw)   # is the input what the model was trained for?
+        self.scope_t = -SCOPE_EVERY_S
 
     def run(self) -> None:
         """Until stopping, then until no capture waits (shutdown drains them)."""
@@ -120,10 +124,24 @@ class InferenceLoop:
             return False
         self.notices.clear("engine")
         self.notices.clear("calibration")
+        if self.scope and self.clock() - self.scope_t >= SCOPE_EVERY_S:
+            self.scope_t = self.clock()
+            self._in_scope(raw, detail=False)
         self.focus.update(focus_score(raw), self.clock())
         self.camera_settings = frame.settings
         self.publish(raw, self.post.preview(enhanced))
         return True
+
+    def _in_scope(self, pixels: np.ndarray, detail: bool) -> None:
+        """Warn (the journal once per kind, the screen while it lasts) when the camera shows what the
+        model was not trained for; never refuse."""
+        why = self.scope.check(pixels, detail)
+        for w in self.scope.first_time(why):
+            log.warning("input out of the model's scope: %s", w)
+        if why:
+            self.notices.set("scope", "out of the model's scope: " + why[0].split(": ")[0])
+        elif not detail:
+            self.notices.clear("scope")
 
     def _capture(self, req: CaptureRequest) -> None:
         """Full-resolution enhancement of a frame grabbed after the request, to the writer."""
@@ -136,6 +154,8 @@ class InferenceLoop:
         t1 = time.monotonic()
         try:
             x = self.pre.capture(frame)
+            if self.scope:
+                self._in_scope(x, detail=True)
             t2 = time.monotonic()
             enhanced = self.enhancer.run_network(x)
             t3 = time.monotonic()

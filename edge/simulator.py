@@ -227,3 +227,28 @@ def degrade(reference: np.ndarray, profile: PhoneOptics = DEFAULT_PHONE, seed: i
         out8, size = jpeg(out8, d.jpeg_quality)
         d.extras["jpeg_bytes"] = size
     return out8, d
+
+
+# The randomised family of phones (issue 13): models are trained and registration is measured on phones
+# drawn from it, so that a phone nobody has seen is no surprise. Ranges: blur 1-3 phone px growing to
+# the field edge, lateral CA up to +/-0.8 %, any diagonal-dominant colour cross-talk, white balance,
+# exposure, gamma and S-curve tone, ISP sharpening, vignetting, noise, JPEG q50-90.
+def random_phone(rng: np.random.Generator, name: str = "random-phone") -> PhoneOptics:
+    centre = float(rng.uniform(1.0, 2.0))
+    corner = float(rng.uniform(max(centre, 1.5), 3.0))
+    leak = rng.uniform(0.01, 0.22, (3, 3))
+    np.fill_diagonal(leak, 0.0)
+    crosstalk = leak + np.diag(1.0 - leak.sum(axis=1))
+    lo = int(rng.integers(50, 81))
+    noise = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
+    return PhoneOptics(
+        name=name, blur_sigma_centre=round(centre, 3), blur_sigma_corner=round(corner, 3),
+        chromatic_red=round(float(rng.uniform(-0.008, 0.008)), 5),
+        chromatic_blue=round(float(rng.uniform(-0.008, 0.008)), 5),
+        vignetting=round(float(rng.uniform(0.05, 0.5)), 3),
+        crosstalk=tuple(tuple(round(float(v), 4) for v in row) for row in crosstalk),
+        white_balance=(round(float(rng.uniform(0.82, 1.18)), 3), 1.0, round(float(rng.uniform(0.82, 1.18)), 3)),
+        exposure=round(float(rng.uniform(0.8, 1.05)), 3), gamma=round(float(rng.uniform(0.8, 1.3)), 3),
+        tone_contrast=round(float(rng.uniform(-0.3, 0.8)), 3), sharpen=round(float(rng.uniform(0.0, 1.0)), 3),
+        noise_shot=(0.001 * noise, 0.006 * noise), noise_read=(0.002 * noise, 0.008 * noise),
+        jpeg_quality=(lo, min(90, lo + 10)))

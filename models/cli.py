@@ -44,6 +44,8 @@ def add_commands(sub) -> None:
     v.add_argument("--model", metavar="M", help="ONNX model (default: the shipped model)")
     v.add_argument("--pairs", required=True, metavar="DIR")
     v.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    v.add_argument("--group", metavar="TYPE", help="the sample type of every pair (default: from the pair names' "
+                   "prefix, e.g. tissue__field-3)")
     v.add_argument("--tile", type=positive_int, default=None, metavar="N")
     v.add_argument("--backend", choices=BACKENDS, default="auto")
     v.set_defaults(func=cmd_evaluate)
@@ -60,6 +62,9 @@ def add_commands(sub) -> None:
     t.add_argument("--scratch", action="store_true", help="with --pairs: train from scratch, not the shipped model")
     t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     t.add_argument("--profile", metavar="JSON", help="simulator configuration (a PhoneOptics JSON)")
+    t.add_argument("--family", action="store_true",
+                   help="with --simulate: every image through phones drawn from the randomised family, sample types "
+                        "(by data folder) weighted equally, large images split into training and held-out parts")
     t.add_argument("--width", type=int, default=64)
     t.add_argument("--blocks", type=int, default=4)
     t.add_argument("--batch", type=int, default=16)

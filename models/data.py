@@ -14,8 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge import sampletypes
 from edge.imageio import ImageError, list_images, read_rgb8, write_image
-from edge.simulator import DEFAULT_PHONE, PhoneOptics, degrade
+from edge.simulator import DEFAULT_PHONE, PhoneOptics, degrade, random_phone
 
 
 def is_heldout(path: Path, fraction_in_ten: int = 1) -> bool:
@@ -60,6 +61,7 @@ class Pair:
     name: str
     phone: np.ndarray       # uint8 RGB on the phone grid
     reference: np.ndarray   # uint8 RGB
+    weight: float = 1.0     # how often the patch sampler draws from it (relative)
 
 
 def simulate_pairs(paths: list[Path], profile: PhoneOptics = DEFAULT_PHONE, variants: int = 1,
@@ -110,6 +112,8 @@ class PatchSampler:
         self.targets = [p.reference for p in pairs]
         self.patch, self.align = patch, align
         self.rng = np.random.default_rng(seed)
+        w = np.array([p.weight for p in pairs], np.float64)
+        self.p = w / w.sum()
         small = [t.shape for t in self.targets if min(t.shape[:2]) < patch]
         if small:
             raise ValueError(f"images smaller than the {patch}px training patch: {small[0]}")
@@ -119,7 +123,7 @@ class PatchSampler:
         xs = np.empty((n, ps, ps, 3), np.uint8)
         ys = np.empty((n, ps, ps, 3), np.uint8)
         for i in range(n):
-            j = self.rng.integers(len(self.targets))
+            j = int(self.rng.choice(len(self.targets), p=self.p))
             h, w = self.targets[j].shape[:2]
             y0 = int(self.rng.integers(0, (h - ps) // a + 1)) * a
             x0 = int(self.rng.integers(0, (w - ps) // a + 1)) * a
@@ -133,3 +137,97 @@ class PatchSampler:
             xs[i], ys[i] = x, y
         to = lambda v: np.ascontiguousarray(v.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
         return to(xs), to(ys)
+
+
+# -- every sample type, through the randomised family of phones (issue 13) ----------------------------------
+LARGE = 768            # an image larger than this on a side gives a held-out part and a training part
+MAX_REGION = 1536      # training regions are cut to this (memory; more of one scan teaches little more)
+
+
+@dataclass
+class Field:
+    name: str             # <type>__<stem>, the held-out part of a large image <type>__<stem>-held
+    sample: str | None
+    image: np.ndarray     # RGB uint8
+    heldout: bool
+
+
+def typed_fields(paths: list[Path]) -> list[Field]:
+    """Training and held-out fields of benchtop images (real phone photos left out). A small image is one
+    field, held out by name as split() does; a large one gives both: its last quarter (the right, or the
+    bottom of a tall one) held out and the rest trained on, so that a type with a few large scans (IHC,
+    malaria) is still judged on tissue the model never saw, and two scans of one field hold out the same
+    part of it."""
+    paths = [p for p in paths if not sampletypes.is_phone_photo(p)]
+    small, large = [], []
+    for p in paths:
+        img = read_rgb8(p)
+        (large if max(img.shape[:2]) > LARGE else small).append((p, img))
+    _, held = split([p for p, _ in small])
+    held = set(held)
+    out = []
+    for p, img in small:
+        t = sampletypes.of_path(p)
+        out.append(Field(sampletypes.pair_name(t, p.stem), t, img, p in held))
+    for p, img in large:
+        t = sampletypes.of_path(p)
+        h, w = img.shape[:2]
+        if w >= h:
+            cut = w * 3 // 4 // 2 * 2
+            train, test = img[:, :cut], img[:, cut:]
+        else:
+            cut = h * 3 // 4 // 2 * 2
+            train, test = img[:cut], img[cut:]
+        test = test[:MAX_REGION, :MAX_REGION]
+        out.append(Field(sampletypes.pair_name(t, p.stem) + "-held", t, np.ascontiguousarray(test), True))
+        out.append(Field(sampletypes.pair_name(t, p.stem), t,
+                         np.ascontiguousarray(train[:MAX_REGION, :MAX_REGION]), False))
+    return out
+
+
+def sharpness(rgb: np.ndarray) -> float:
+    """Fine detail of a reference (mean squared Laplacian of its luminance at the native grid)."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    return float(np.mean(cv2.Laplacian(g, cv2.CV_32F) ** 2))
+
+
+def sampling_weights(fields: list[Field]) -> list[float]:
+    """Every sample type equally often (263 blood smears must not drown three IHC scans), within a type
+    by area, and sharp references more often than soft ones (up to 2x, down to 0.5x of the type's
+    median): what the model sees sharp it learns to restore."""
+    by_type: dict = {}
+    for f in fields:
+        by_type.setdefault(f.sample, []).append(f)
+    weights = {}
+    for members in by_type.values():
+        sharp = np.array([sharpness(f.image) for f in members])
+        factor = np.clip(sharp / max(1e-12, float(np.median(sharp))), 0.5, 2.0)
+        area = np.array([f.image.shape[0] * f.image.shape[1] for f in members], np.float64)
+        w = area * factor
+        for f, v in zip(members, w / w.sum() / len(by_type)):
+            weights[id(f)] = float(v)
+    return [weights[id(f)] for f in fields]
+
+
+def _simulate_family(args) -> tuple[np.ndarray, dict]:
+    image, seed = args
+    phone = random_phone(np.random.default_rng(seed), f"family-{seed}")
+    out, _ = degrade(image, phone, seed=seed)
+    return out, phone.to_dict()
+
+
+def simulate_family_pairs(fields: list[Field], variants: int = 1, salt: int = 0, workers: int = 2,
+                          progress=None) -> list[Pair]:
+    """Each field through `variants` phones drawn from the randomised family (seeded by name)."""
+    jobs = [(f, k) for f in fields for k in range(variants)]
+    weights = sampling_weights(fields) if fields else []
+    wmap = {id(f): w for f, w in zip(fields, weights)}
+    out: list[Pair] = []
+    args = [(f.image, zlib.crc32(f"{f.name}:{k}:{salt}".encode())) for f, k in jobs]
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        for i, ((phone, _), (f, k)) in enumerate(zip(ex.map(_simulate_family, args, chunksize=2), jobs)):
+            out.append(Pair(f.name if variants == 1 else f"{f.name}_v{k}", phone, f.image,
+                            wmap[id(f)] / variants))
+            if progress:
+                progress(i + 1, len(jobs))
+    return out

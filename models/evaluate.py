@@ -14,15 +14,19 @@ import numpy as np
 from edge.errors import UserError
 from edge.enhancer import Enhancer, EngineError, ModelError
 from edge.imageio import atomic_write
-from models.baseline import Baseline
+from edge import sampletypes
+from models.baseline import Baseline, fit_colour
 from models.data import Pair, load_pairs, resample_to
 from models.metrics import all_metrics
 
 KEYS = ("ssim", "psnr", "ciede2000")
 
 
-def evaluate_pairs(enhancer: Enhancer, pairs: list[Pair], progress=None) -> dict:
-    """Per-pair and mean metrics of input (resampled), baseline (if the card has one) and model."""
+def evaluate_pairs(enhancer: Enhancer, pairs: list[Pair], progress=None, group: str | None = None) -> dict:
+    """Per-pair, mean and per-sample-type metrics of the input (resampled), the classical baseline (the
+    card's: colour fit from the training pairs + unsharp mask), the oracle baseline (a colour fit against
+    each pair's own reference, which no kiosk has, + the same unsharp mask) and the model. A pair's sample
+    type comes from its name (`tissue__...`, edge.sampletypes) or `group`."""
     base_d = enhancer.card.raw.get("baseline")
     baseline = Baseline.from_dict(base_d) if base_d else None
     rows = []
@@ -30,22 +34,41 @@ def evaluate_pairs(enhancer: Enhancer, pairs: list[Pair], progress=None) -> dict
         ref = p.reference.astype(np.float32) / 255.0
         phone = p.phone.astype(np.float32) / 255.0
         inp = np.clip(resample_to(phone, ref.shape[:2]), 0, 1)
-        row = {"name": p.name, "input": all_metrics(inp, ref)}
+        row = {"name": p.name, "sample": group or sampletypes.of_pair(p.name) or "-", "input": all_metrics(inp, ref)}
         if baseline:
             row["baseline"] = all_metrics(baseline(inp), ref)
+            oracle = Baseline(fit_colour([inp], [ref]), baseline.sigma, baseline.amount)
+            row["oracle_baseline"] = all_metrics(oracle(inp), ref)
         row["model"] = all_metrics(enhancer.enhance(phone, size=ref.shape[:2]), ref)
         rows.append(row)
         if progress:
             progress(i + 1, len(pairs))
-    kinds = [k for k in ("input", "baseline", "model") if k in rows[0]]
-    mean = {k: {m: float(np.mean([r[k][m] for r in rows])) for m in KEYS} for k in kinds}
-    return {"count": len(rows), "mean": mean, "pairs": rows}
+    kinds = [k for k in KINDS if k in rows[0]]
+
+    def means(rs):
+        return {k: {m: float(np.mean([r[k][m] for r in rs])) for m in KEYS} for k in kinds}
+    samples = sorted({r["sample"] for r in rows})
+    by_sample = {s: {"count": sum(r["sample"] == s for r in rows), "mean": means([r for r in rows if r["sample"] == s])}
+                 for s in samples}
+    return {"count": len(rows), "mean": means(rows), "by_sample": by_sample, "pairs": rows}
+
+
+KINDS = ("input", "baseline", "oracle_baseline", "model")
+LABELS = {"input": "input", "baseline": "baseline", "oracle_baseline": "oracle*", "model": "model"}
 
 
 def table(result: dict) -> str:
-    lines = [f"{'':10s} {'SSIM':>7s} {'PSNR dB':>8s} {'CIEDE2000':>10s}   ({result['count']} pairs)"]
-    for k, v in result["mean"].items():
-        lines.append(f"{k:10s} {v['ssim']:7.4f} {v['psnr']:8.2f} {v['ciede2000']:10.2f}")
+    def block(title: str, count: int, mean: dict) -> list[str]:
+        out = [f"{title:16s} {'SSIM':>7s} {'PSNR dB':>8s} {'CIEDE2000':>10s}   ({count} pairs)"]
+        for k, v in mean.items():
+            out.append(f"  {LABELS.get(k, k):14s} {v['ssim']:7.4f} {v['psnr']:8.2f} {v['ciede2000']:10.2f}")
+        return out
+    lines = block("all", result["count"], result["mean"])
+    if len(result.get("by_sample", {})) > 1:
+        for s, v in result["by_sample"].items():
+            lines += block(s, v["count"], v["mean"])
+    if any("oracle_baseline" in v for v in [result["mean"]]):
+        lines.append("* oracle: a colour fit against each image's own reference (no kiosk has one) + unsharp mask")
     return "\n".join(lines)
 
 
@@ -59,7 +82,7 @@ def run(args) -> int:
     except (ModelError, EngineError) as e:
         raise UserError(str(e)) from None
     try:
-        result = evaluate_pairs(enhancer, pairs)
+        result = evaluate_pairs(enhancer, pairs, group=args.group)
     except EngineError as e:
         raise UserError(str(e)) from None
     result["model_name"] = enhancer.card.name

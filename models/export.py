@@ -91,6 +91,7 @@ def build_card(net: EnhanceNet, ck: dict, name: str, version: str, onnx_path: Pa
                               if k in ("minutes", "batch", "patch", "lr", "variants", "seed", "width", "blocks")},
                      "history_tail": (ck.get("history") or [])[-3:]},
         "baseline": ck.get("baseline"),
+        "input_stats": ck.get("input_stats"),
     }
 
 
@@ -105,6 +106,13 @@ def run(args) -> int:
         net = net_from_checkpoint(ck)
     except (ValueError, RuntimeError, KeyError) as e:
         raise UserError(f"{args.checkpoint}: {str(e).splitlines()[0]}") from None
+    if not ck.get("input_stats") and ck.get("heldout_dir") and Path(ck["heldout_dir"]).is_dir():
+        # a checkpoint from before the statistics were kept: its held-out inputs are drawn alike
+        from edge.scope import summarise
+        from models.data import load_pairs, resample_to
+
+        ck["input_stats"] = summarise([resample_to(p.phone, p.reference.shape[:2])
+                                       for p in load_pairs(ck["heldout_dir"])])
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out.parent, prefix=f".{out.stem}.")
     os.close(fd)
@@ -121,7 +129,8 @@ def run(args) -> int:
 
     card = build_card(net, ck, args.name or out.stem, args.version, out)
     weights = out.with_suffix(".pt")
-    torch.save({k: ck[k] for k in ("model", "net_config", "scale", "baseline", "origin", "step", "elapsed_s")
+    torch.save({k: ck[k] for k in ("model", "net_config", "scale", "baseline", "origin", "step", "elapsed_s",
+                                   "input_stats")
                 if k in ck} | {"history": [], "complete": True}, weights)
     card["weights"] = weights.name
     atomic_write(card_path(out), json.dumps(card, indent=2).encode())
@@ -137,7 +146,9 @@ def run(args) -> int:
         result = evaluate_pairs(enhancer, load_pairs(pairs_dir))
         enhancer.close()
         card["metrics"] = {"pairs": str(pairs_dir), "count": result["count"], "mean": result["mean"],
-                           "note": "input is the phone image resampled to the reference grid (bicubic)"}
+                           "by_sample": result["by_sample"],
+                           "note": "input is the phone image resampled to the reference grid (bicubic); "
+                                   "oracle_baseline fits the colour against each image's own reference"}
         atomic_write(card_path(out), json.dumps(card, indent=2).encode())
         print(table(result))
     print(f"wrote {card_path(out)} and {weights}", file=sys.stderr)

@@ -65,6 +65,30 @@ def load_profile(path: str | None) -> PhoneOptics:
     return PhoneOptics.from_dict(d)
 
 
+def _prepare_family(args, out: Path):
+    """Every sample type, each field through phones drawn from the randomised family (issue 13)."""
+    fields = D.typed_fields(D.list_images(args.simulate))
+    train_fields = [f for f in fields if not f.heldout]
+    held_fields = [f for f in fields if f.heldout]
+    if not train_fields or not held_fields:
+        raise ValueError("need images to train on and to hold out (at least two, or one large one)")
+    counts = {}
+    for f in fields:
+        c = counts.setdefault(f.sample or "-", {"train": 0, "heldout": 0})
+        c["heldout" if f.heldout else "train"] += 1
+    log(f"simulating {len(train_fields)} training fields x {args.variants} family phones, "
+        f"{len(held_fields)} held out: {counts}")
+    bar = _progress("simulate")
+    train_pairs = D.simulate_family_pairs(train_fields, args.variants, salt=0, workers=args.workers, progress=bar)
+    held_pairs = D.simulate_family_pairs(held_fields, 1, salt=1, workers=args.workers)
+    D.write_pairs(held_pairs, out / "heldout")
+    origin = {"kind": "simulated", "phones": "randomised family (edge.simulator.random_phone)",
+              "sources": [str(s) for s in args.simulate], "sample_types": counts,
+              "train_images": [f.name for f in train_fields], "heldout_images": [f.name for f in held_fields],
+              "variants": args.variants, "weighting": "sample types equally, by area, sharp references up to 2x"}
+    return train_pairs, held_pairs, origin, 1.0
+
+
 def _prepare_simulated(args, out: Path, profile: PhoneOptics):
     paths = D.list_images(args.simulate)
     if len(paths) < 2:
@@ -116,11 +140,23 @@ def _progress(label: str):
 
 
 def _validation_set(held_pairs: list[D.Pair], size: int = 256, n: int = 8):
+    """Up to n held-out pairs, taken in turn from each sample type (by name prefix)."""
+    from edge import sampletypes
+
+    groups: dict = {}
+    for p in held_pairs:
+        groups.setdefault(sampletypes.of_pair(p.name), []).append(p)
+    chosen = []
+    while len(chosen) < n and any(groups.values()):
+        for g in groups.values():
+            if g and len(chosen) < n:
+                chosen.append(g.pop(0))
     xs, ys = [], []
-    for p in held_pairs[:n]:
+    size = min([size] + [min(p.reference.shape[:2]) for p in chosen])   # one crop size for all
+    for p in chosen:
         x = D.resample_to(p.phone, p.reference.shape[:2])
         h, w = p.reference.shape[:2]
-        s = min(size, h, w) // 2 * 2
+        s = size // 2 * 2
         y0, x0 = (h - s) // 2 // 2 * 2, (w - s) // 2 // 2 * 2
         xs.append(x[y0:y0 + s, x0:x0 + s])
         ys.append(p.reference[y0:y0 + s, x0:x0 + s])
@@ -150,7 +186,9 @@ def train(args) -> int:
     resume = ck_path.exists() and not args.fresh
     profile = load_profile(args.profile)
 
-    if args.simulate:
+    if args.simulate and args.family:
+        train_pairs, held_pairs, origin, scale = _prepare_family(args, out)
+    elif args.simulate:
         train_pairs, held_pairs, origin, scale = _prepare_simulated(args, out, profile)
     else:
         train_pairs, held_pairs, origin, scale = _prepare_real(args, out)
@@ -187,6 +225,11 @@ def train(args) -> int:
                 net.colour.bias.copy_(torch.from_numpy(m[:, 3]))
             log("colour layer initialised from the closed-form colour fit")
 
+    if "input_stats" not in ck:   # what the model is trained on, for edge.scope's out-of-scope warning
+        from edge.scope import summarise
+
+        idx = np.linspace(0, len(sampler.inputs) - 1, min(len(sampler.inputs), 300)).astype(int)
+        ck["input_stats"] = summarise([sampler.inputs[i] for i in idx])
     if "baseline" not in ck:
         k = min(len(train_pairs), 48)
         idx = np.linspace(0, len(sampler.inputs) - 1, k).astype(int)
@@ -211,7 +254,8 @@ def train(args) -> int:
     def state() -> dict:
         return {"model": net.state_dict(), "optimizer": opt.state_dict(), "net_config": net.config(),
                 "step": step, "elapsed_s": elapsed, "history": history, "origin": origin, "scale": scale,
-                "baseline": ck["baseline"], "heldout_dir": str((out / "heldout").resolve()),
+                "baseline": ck["baseline"], "input_stats": ck["input_stats"],
+                "heldout_dir": str((out / "heldout").resolve()),
                 "receptive_field": net.receptive_field(), "flops_per_pixel": net.flops_per_pixel(),
                 "args": {k: v for k, v in vars(args).items() if k not in ("func",)},
                 "init": ck.get("init"), "complete": elapsed >= budget}

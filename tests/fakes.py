@@ -154,7 +154,7 @@ class RecordingNotifier(Notifier):
 
 def build_daemon(state: Path, source: GatedCamera | None = None, engine: FakeEngine | None = None,
                  clock: FakeClock | None = None, notifier: RecordingNotifier | None = None,
-                 sink: Sink | None = None, keys=None, **settings):
+                 sink: Sink | None = None, keys=None, card: ModelCard | None = None, **settings):
     """A real daemon (not started) around fakes; keys: the operator's keyboard (an object with poll() and
     close()), none by default; settings: {"section.key": value} config overrides."""
     cfg = config.defaults()
@@ -163,7 +163,7 @@ def build_daemon(state: Path, source: GatedCamera | None = None, engine: FakeEng
         section, name = key.split(".")
         cfg[section][name] = value
     camera = source or GatedCamera()
-    twins = wiring.Twins(open_model=lambda cfg: (engine or FakeEngine(), CARD, "fake engine for tests"),
+    twins = wiring.Twins(open_model=lambda cfg: (engine or FakeEngine(), card or CARD, "fake engine for tests"),
                          open_source=lambda cfg: camera.open(), open_sink=lambda cfg, st: sink or RecordingSink(),
                          open_keys=lambda cfg, s: keys,
                          notifier=notifier or RecordingNotifier(), clock=clock or FakeClock())

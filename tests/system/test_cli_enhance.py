@@ -88,3 +88,31 @@ def test_truncated_png_detection_in_reader(tmp_path):
     p.write_bytes(png)
     assert read_image(p)[0].shape == (40, 40, 3)
 
+
+
+def test_an_input_unlike_the_training_inputs_is_warned_about_once(tmp_path):
+    """A card whose training statistics are the shipped phone images: the benchtop H&E image (sharper than
+    any of them) is enhanced, with one warning naming it; the phone images get none."""
+    import json
+    import shutil
+
+    from edge.imageio import read_rgb8
+    from edge.modelcard import DEFAULT_MODEL, card_path
+    from edge.scope import summarise
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(DEFAULT_MODEL, model)
+    card = json.loads(card_path(DEFAULT_MODEL).read_text())
+    card["input_stats"] = summarise([read_rgb8(p) for p in sorted((SAMPLES / "phone").glob("*.jpg"))])
+    card_path(model).write_text(json.dumps(card))
+    sharp = [tmp_path / "benchtop-a.jpg", tmp_path / "benchtop-b.jpg"]
+    for p in sharp:
+        shutil.copy(SAMPLES / "reference" / "torchstain_target.jpg", p)
+    phones = sorted((SAMPLES / "phone").glob("*.jpg"))
+    r = run_cli("enhance", *phones, *sharp, "--model", model, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if "warning: out of the model's scope" in ln]
+    assert warnings and all(w.startswith(str(sharp[0])) for w in warnings), r.stderr   # each kind once
+    assert any("already sharp" in w for w in warnings), r.stderr
+    assert "2 of 6 file(s) out of the model's scope" in r.stderr
+    assert (tmp_path / "out" / "benchtop-b.png").is_file()

@@ -11,7 +11,7 @@ def test_evaluate_shipped_model_on_held_out_samples(tmp_path):
     r = run_cli("evaluate", "--pairs", SAMPLES, "--json", out)
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
-    assert res["count"] == 4 and {"input", "baseline", "model"} == set(res["mean"])
+    assert res["count"] == 4 and {"input", "baseline", "oracle_baseline", "model"} == set(res["mean"])
     inp, model = res["mean"]["input"], res["mean"]["model"]
     assert model["ssim"] > inp["ssim"] and model["psnr"] > inp["psnr"] + 3
     assert model["ciede2000"] < inp["ciede2000"] - 2

@@ -24,7 +24,7 @@ def test_export_cli_writes_model_card_and_weights(tmp_path):
     card = load_card(tmp_path / "out" / "x.onnx")
     raw = json.loads((tmp_path / "out" / "x.json").read_text())
     assert card.receptive_field == net.receptive_field() and card.flops_per_pixel == net.flops_per_pixel()
-    assert raw["metrics"]["count"] == 4 and set(raw["metrics"]["mean"]) == {"input", "baseline", "model"}
+    assert raw["metrics"]["count"] == 4 and set(raw["metrics"]["mean"]) == {"input", "baseline", "oracle_baseline", "model"}
     assert (tmp_path / "out" / "x.pt").is_file()
 
 

@@ -5,7 +5,9 @@ catalogue in a real folder. Fake: the camera (one frame per release), the engine
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import shutil
 import tempfile
 import threading
@@ -17,8 +19,11 @@ import numpy as np
 import pytest
 
 from edge.capture import CAPTURE_QUEUE, BadSampleId, Busy, DiskFull, EngineFailed, FrameTimeout, Stopping
-from tests.fakes import FakeEngine, GatedCamera, RecordingSink, build_daemon
-from tests.helpers import check_consistent, wait_until
+from edge.imageio import read_rgb8
+from edge.scope import summarise
+from edge.simulator import DEFAULT_PHONE, degrade
+from tests.fakes import CARD, FakeEngine, GatedCamera, RecordingSink, build_daemon
+from tests.helpers import SAMPLES, check_consistent, wait_until
 
 
 @pytest.fixture
@@ -381,6 +386,29 @@ def test_status_shows_the_camera_settings_and_a_calibration_made_with_other_ones
         assert st["camera"]["settings"] == {"fake": True}, "what the newest frame says the camera ran with"
         assert any("calibration was made with other camera settings (exposure 20000 us -> auto, gain 2.0 -> auto)"
                    in w for w in st["warnings"]), st["warnings"]
+    finally:
+        src.end()
+        d.shutdown()
+
+
+def test_a_camera_showing_what_the_model_never_saw_is_warned_about_once(state, caplog):
+    """The card's training statistics (stained slides); the camera shows flat grey: the screen says so and
+    the journal once, captures still work."""
+    slides = [degrade(read_rgb8(p), DEFAULT_PHONE, seed=1)[0] for p in sorted((SAMPLES / "reference").glob("*.jpg"))]
+    card = dataclasses.replace(CARD, raw={"input_stats": summarise(slides)})
+    src = GatedCamera()
+    d = build_daemon(state, source=src, card=card)
+    caplog.set_level(logging.WARNING, logger="phonescope")
+    d.start()
+    try:
+        src.release()
+        assert d.inference.first_frame.wait(10)
+        assert wait_until(lambda: any("out of the model's scope" in w for w in d.status()["warnings"]), 5)
+        req = d.submit(None, "socket")
+        src.release()
+        assert req.result.result(timeout=10).image.is_file(), "warned, never refused"
+        warned = [r for r in caplog.records if "out of the model's scope" in r.getMessage()]
+        assert len(warned) == 1 and "colours unlike the training set" in warned[0].getMessage()
     finally:
         src.end()
         d.shutdown()

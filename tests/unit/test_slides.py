@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from calibration.synthetic import random_phone
+from edge.simulator import random_phone
 from edge import sampletypes
 from edge.imageio import ImageError, read_image, read_rgb8
 from edge.simulator import degrade
