@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,9 @@ def summary(rows: list[dict]) -> dict:
 def measure(images: list[Path], seed: int = 0, limits=(0.5, 1.5), workers: int = 0, progress=None) -> dict:
     jobs = [(str(p), seed * 1000 + k, limits) for k, p in enumerate(images)]
     rows = []
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as ex:
+    # spawned, not forked: a fork of a process holding threads (OpenCV, ONNX Runtime, Qt) can deadlock
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1,
+                             mp_context=get_context("spawn")) as ex:
         for row in ex.map(_one, jobs):
             rows.append(row)
             if progress:
