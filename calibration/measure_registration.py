@@ -14,11 +14,11 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+
+from edge.workers import process_pool
 
 
 def true_error(warp, reg, step: int = 6) -> np.ndarray:
@@ -79,9 +79,7 @@ def summary(rows: list[dict]) -> dict:
 def measure(images: list[Path], seed: int = 0, limits=(0.5, 1.5), workers: int = 0, progress=None) -> dict:
     jobs = [(str(p), seed * 1000 + k, limits) for k, p in enumerate(images)]
     rows = []
-    # spawned, not forked: a fork of a process holding threads (OpenCV, ONNX Runtime, Qt) can deadlock
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1,
-                             mp_context=get_context("spawn")) as ex:
+    with process_pool(workers or os.cpu_count() or 1) as ex:
         for row in ex.map(_one, jobs):
             rows.append(row)
             if progress:

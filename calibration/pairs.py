@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.workers import process_pool
 
 
 def _one(job):
@@ -57,9 +56,7 @@ def run(args) -> int:
     report = {"pairs": {}, "unmatched": sorted(set(phones) ^ set(refs)),
               "limits": {"median_px": args.max_median, "p95_px": args.max_p95}}
     jobs = [(s, phones[s], refs[s], str(out), args.max_median, args.max_p95) for s in stems]
-    # spawned, not forked: a fork of a process holding threads (OpenCV, ONNX Runtime, Qt) can deadlock
-    with ProcessPoolExecutor(max_workers=args.workers or os.cpu_count() or 1,
-                             mp_context=get_context("spawn")) as ex:
+    with process_pool(args.workers or os.cpu_count() or 1) as ex:
         for i, (stem, entry) in enumerate(ex.map(_one, jobs), 1):
             report["pairs"][stem] = entry
             verdict = "ok" if entry["accepted"] else f"REJECTED: {entry['reason']}"

@@ -16,9 +16,10 @@ benchtop channel. (Displacing each benchtop channel on its own let a phone chann
 correlated stain channels at two displacements, sit anywhere between them: a common red/blue CA leaked
 into the affine, 60 % of it found, green 0.9 px off on H&E; on 29 family pairs this form took the true
 misalignment from 0.37 / 1.13 px (median / p95) to 0.35 / 1.00 and the worst estimate gap from 0.73 to
-0.41 px.) s_l are two blur levels around the phone's blur (their r^2-weighted mix follows a blur that grows to the field edge, and sharpening), and
-r^2 carries vignetting. The colour coefficients are a linear least-squares fit; the warp and the CA are
-Gauss-Newton steps on all three channels with Huber weights and a Gaussian prior on the B-spline.
+0.41 px.) s_l are two blur levels around the phone's blur (their r^2-weighted mix follows a blur that
+grows to the field edge, and sharpening), and r^2 carries vignetting. The colour coefficients are a
+linear least-squares fit; the warp and the CA are Gauss-Newton steps on all three channels with Huber
+weights and a Gaussian prior on the B-spline.
 The fit's covariance gives the misalignment it cannot rule out (noise, JPEG), the estimate in the report.
 """
 from __future__ import annotations
@@ -138,14 +139,14 @@ class PhoneModel:
             parts = [np.stack([gx * px, gx * py, gx, gy * px, gy * py, gy], 1)]
             if elastic:
                 parts += [gx[:, None] * self.basis, gy[:, None] * self.basis]
-            if fit_ca:
-                for k, m in ((0, self.m[0]), (2, self.m[1])):
-                    if k != c:
-                        parts.append(np.zeros((len(e), 1), np.float32))
-                        continue
+            if fit_ca:   # red's magnification moves only red's points, blue's only blue's
+                ca = np.zeros((len(e), 2), np.float32)
+                if c != 1:
+                    m = self.m[c // 2]
                     dpx, dpy = -(self.xs - self.cx) / (1 + m) ** 2, -(self.ys - self.cy) / (1 + m) ** 2
                     dX, dY = A2[0, 0] * dpx + A2[0, 1] * dpy, A2[1, 0] * dpx + A2[1, 1] * dpy
-                    parts.append((gx * dX + gy * dY).astype(np.float32)[:, None])
+                    ca[:, c // 2] = gx * dX + gy * dY
+                parts.append(ca)
             J = np.concatenate(parts, 1)
             a = np.abs(e)
             wt = (np.where(a < HUBER, 1.0, HUBER / np.maximum(a, 1e-9)) * valid).astype(np.float32)
@@ -226,7 +227,7 @@ class PhoneModel:
         that the data cannot rule out: the fit's posterior covariance, its noise from the residuals,
         inflated by their spatial correlation (JPEG blocks and demosaicing make neighbours err together)."""
         Hp, elastic, fit_ca, valid = self._hessian
-        cov = self.noise ** 2 * np.linalg.inv(Hp) * self._correlation()
+        cov = self.noise ** 2 * np.linalg.inv(Hp) * self._correlation(*self._terms()[1:])
         ys, xs = np.mgrid[0:self.hp:step, 0:self.wp:step]
         ys, xs = ys.ravel().astype(np.float64), xs.ravel().astype(np.float64)
         n_p = Hp.shape[0]
@@ -241,10 +242,9 @@ class PhoneModel:
             gx[:, 6:6 + n_b], gy[:, 6 + n_b:6 + 2 * n_b] = basis, basis
         return np.sqrt(np.einsum("np,pq,nq->n", gx, cov, gx)), np.sqrt(np.einsum("np,pq,nq->n", gy, cov, gy))
 
-    def _correlation(self, radius: int = 6) -> float:
+    def _correlation(self, valid, terms, radius: int = 6) -> float:
         """How many grid points' worth of residual move together: the sum of the residuals'
         normalised autocorrelation within `radius` grid steps (1 for white noise)."""
-        _, valid, terms = self._terms()
         e = np.where(valid, self._fit_colour(terms[1], valid, 1)[0], 0.0).reshape(self.gshape)
         e = e - e[valid.reshape(self.gshape)].mean() * valid.reshape(self.gshape)
         f = np.fft.rfft2(e, s=(2 * e.shape[0], 2 * e.shape[1]))
@@ -288,5 +288,5 @@ class PhoneModel:
             return 0.0
         xx, xy, yy, xe, ye, det = (v[ok] for v in (sums["xx"], sums["xy"], sums["yy"], sums["xe"], sums["ye"], det))
         dx, dy = (yy * xe - xy * ye) / det, (xx * ye - xy * xe) / det
-        noise_var = self.noise ** 2 * self._correlation() * (xx + yy) / det   # trace of the 2x2 covariance
+        noise_var = self.noise ** 2 * self._correlation(valid, terms) * (xx + yy) / det   # trace of the 2x2 covariance
         return float(np.sqrt(max(0.0, float(np.median(dx * dx + dy * dy - noise_var)))))

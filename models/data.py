@@ -7,9 +7,7 @@ grid (bicubic, as the runtime does) before they meet the network.
 from __future__ import annotations
 
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -18,6 +16,7 @@ import numpy as np
 from edge import sampletypes
 from edge.imageio import ImageError, list_images, read_rgb8, write_image
 from edge.simulator import DEFAULT_PHONE, PhoneOptics, degrade, random_phone
+from edge.workers import process_pool
 
 
 def is_heldout(path: Path, fraction_in_ten: int = 1) -> bool:
@@ -69,8 +68,7 @@ def simulate_pairs(paths: list[Path], profile: PhoneOptics = DEFAULT_PHONE, vari
                    salt: int = 0, workers: int = 2, progress=None) -> list[Pair]:
     jobs = [(p, k, profile.to_dict(), salt) for p in paths for k in range(variants)]
     out: list[Pair] = []
-    # spawned, not forked: a fork of a process holding threads (OpenCV, torch, Qt) can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
+    with process_pool(workers) as ex:
         for i, ((phone, ref), (p, k, _, _)) in enumerate(zip(ex.map(_simulate_one, jobs, chunksize=4), jobs)):
             out.append(Pair(p.stem if variants == 1 else f"{p.stem}_v{k}", phone, ref))
             if progress:
@@ -226,7 +224,7 @@ def simulate_family_pairs(fields: list[Field], variants: int = 1, salt: int = 0,
     wmap = {id(f): w for f, w in zip(fields, weights)}
     out: list[Pair] = []
     args = [(f.image, zlib.crc32(f"{f.name}:{k}:{salt}".encode())) for f, k in jobs]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
+    with process_pool(workers) as ex:
         for i, ((phone, _), (f, k)) in enumerate(zip(ex.map(_simulate_family, args, chunksize=2), jobs)):
             out.append(Pair(f.name if variants == 1 else f"{f.name}_v{k}", phone, f.image,
                             wmap[id(f)] / variants))
