@@ -196,7 +196,8 @@ class CaptureWriter:
                 log.exception("capture failed")
                 req.fail(StoreFailed(f"capture failed: {type(e).__name__}: {e}"))
             finally:
-                self.current = None
+                # the job's frame and image are not held until the next capture comes: 48 MB at 8 MP
+                self.current = job = None
 
     def _store(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict,
                focus_score: float | None) -> Stored:
@@ -206,7 +207,7 @@ class CaptureWriter:
         raw_um = self.pixel_size(frame_w) if self.pixel_size else None
         # the enhanced image covers the frame's field on its own grid (the model's scale)
         out_um = raw_um * frame_w / image.shape[1] if raw_um else None
-        data = encode(image, EXTS[fmt], bits, self.cfg["jpeg_quality"], self.file_text, out_um)
+        data = encode(image, EXTS[fmt], bits, self.cfg["jpeg_quality"], self.file_text, out_um, in_place=True)
         raw, raw_fmt = None, self.cfg["raw_format"]
         if self.cfg["keep_raw"]:
             # lossless in the camera's own bits (png, tiff), or JPEG where space matters more

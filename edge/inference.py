@@ -88,10 +88,13 @@ class InferenceLoop:
             if self.stopping.is_set():
                 return
             frame, seen = self.latest.newer(seen, timeout=0.25)
-            if frame is not None and self._preview(frame):
+            shown = frame is not None and self._preview(frame)
+            grabbed_t = frame.t if shown else 0.0
+            frame = None   # not held through the next turn's capture: a frame-sized array (24 MB at 8 MP)
+            if shown:
                 now = time.monotonic()
                 rate = 1 / max(1e-6, now - t_prev)
-                lat = now - frame.t
+                lat = now - grabbed_t
                 self.fps = 0.8 * self.fps + 0.2 * rate if self.frames else rate
                 self.latency_s = 0.8 * self.latency_s + 0.2 * lat if self.frames else lat
                 t_prev = now
@@ -157,7 +160,13 @@ class InferenceLoop:
             if self.scope:
                 self._in_scope(x, detail=True)
             t2 = time.monotonic()
-            enhanced = self.enhancer.run_network(x)
+            # the capture's tiles in memory the preview's blocks have given back, and the capture's given
+            # back after it: the engine holds one set, not both (README, "Memory")
+            self.enhancer.engine.release_memory()
+            try:
+                enhanced = self.enhancer.run_network(x)
+            finally:
+                self.enhancer.engine.release_memory()
             t3 = time.monotonic()
         except (EngineError, ValueError) as e:
             req.fail(EngineFailed(f"enhancement failed, nothing saved: {e}"))

@@ -28,11 +28,17 @@ OPSET = 17
 ROUNDTRIP_TOL = 1e-4
 
 
-def recommended_tile(receptive_field: int, alignment: int, max_overhead: float = 1.2) -> int:
-    """Smallest tile (multiple of 64) whose halo overhead on a large image is at most `max_overhead`."""
-    halo = receptive_field
+def recommended_tile(receptive_field: int, alignment: int, max_overhead: float = 1.1,
+                     frame: tuple[int, int] = (1080, 1920)) -> int:
+    """Smallest tile (multiple of 64) whose halo overhead (pixels computed / output) on a kiosk camera's
+    frame is at most `max_overhead`: on a CPU a window's cost per pixel does not depend on its size, so
+    tiled throughput is whole-frame throughput / overhead, and 1.1 keeps it at 0.9 or more. Larger tiles
+    hold more memory (README, "Memory and the capture path")."""
+    from edge import tiling
+
+    h, w = (tiling.align_up(v, alignment) for v in frame)
     tile = 128
-    while ((tile / (tile - 2 * halo)) ** 2 > max_overhead) and tile < 4096:
+    while tiling.plan(h, w, tile, receptive_field, alignment).overhead > max_overhead and tile < 4096:
         tile += 64
     return tile - tile % alignment
 

@@ -83,6 +83,10 @@ class Engine(ABC):
         all host memory (RSS says it)."""
         return None
 
+    def release_memory(self) -> None:
+        """Give back memory the engine keeps between runs for the shapes it has run (a CPU arena), where
+        it keeps any: the daemon calls it around a capture, whose tiles differ from the preview's."""
+
     def close(self) -> None:
         pass
 

@@ -121,6 +121,23 @@ class OnnxRuntimeEngine(Engine):
             self.check(batch)
             yield self._run(batch, n)
 
+    def release_memory(self) -> None:
+        """Shrink the CPU arena to what a run holds: a run on a tiny input, with ONNX Runtime's arena
+        shrinkage, returns every free region. Without it the arena keeps the preview's blocks through a
+        capture, whose larger tiles need blocks of their own, and the capture's blocks after it."""
+        if not self.arena or self.provider != "CPUExecutionProvider" or self.spec.fixed_shape \
+                or self.spec.max_batch:
+            return
+        ro = self.ort.RunOptions()
+        ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        a = max(1, self.spec.alignment)
+        for pixel, session in self.sessions.items():
+            x = np.zeros((1, a, a, 3), np.float16 if pixel == "float16" else np.uint8)
+            try:
+                session.run(None, {pixels.INPUT: x}, ro)
+            except Exception as e:
+                raise EngineError(f"onnxruntime: releasing memory failed: {_first_line(e)}") from None
+
     def close(self) -> None:
         self.sessions.clear()
         self.buffer = None

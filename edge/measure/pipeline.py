@@ -94,7 +94,7 @@ def engine_fps(model: str | None, size: tuple[int, int], seconds: float = 20.0, 
 
     from edge.measure.bench import bench_frame
 
-    enh, _ = Enhancer.open(model, "auto", tile=512)
+    enh, _ = Enhancer.open(model, "auto")   # the model card's tile, as the daemon's default
     w, h = size
     img = bench_frame(w, h)
     if w > preview_width:

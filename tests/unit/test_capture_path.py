@@ -6,12 +6,14 @@ catalogue in a real folder. Fake: the camera (one frame per release), the engine
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import cv2
@@ -224,6 +226,32 @@ def test_a_scanned_sample_id_a_capture_and_a_retake_flag_from_the_keyboard(state
     finally:
         src.end()
         d.shutdown()
+
+
+def test_a_capture_leaves_no_frame_sized_array_behind(live):
+    """Memory (README, "Memory and the capture path"): once a capture is stored, nothing holds its camera
+    frame or its enhanced image (an 8 MP frame is 24 MB; the writer held both until the next capture, the
+    inference loop its last preview frame through every capture), and the engine gave its working memory
+    back before the capture's tiles and after them."""
+    d, src, engine = live
+    phases = []
+    engine.release_memory = lambda: phases.append(d.inference.current is not None)
+    held: list = []
+    put = d.writer.put
+
+    def put_watched(req, frame, image, timings, focus_score):
+        held.extend([weakref.ref(frame), weakref.ref(image)])
+        put(req, frame, image, timings, focus_score)
+
+    d.writer.put = put_watched
+    req = d.submit(None, "socket")
+    src.release()
+    assert req.result.result(timeout=10).image.is_file()
+    src.release()                                # a newer frame: the captured one is no longer the latest
+    assert len(held) == 2
+    assert wait_until(lambda: gc.collect() >= 0 and [r() for r in held] == [None, None], 10), \
+        "frame and image freed once stored"
+    assert phases == [True, True], "memory given back before and after the capture's tiles"
 
 
 def test_shutdown_finishes_a_capture_in_progress(live, state):

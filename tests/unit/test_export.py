@@ -23,3 +23,18 @@ def test_roundtrip_matches_pytorch(tmp_path):
     assert dims[0] and dims[2] and dims[3] and model.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 3
     for shape in [(1, 3, 64, 64), (3, 3, 98, 146), (1, 3, 250, 18)]:
         assert roundtrip_error(net, path, shape) <= 1e-4
+
+
+def test_the_recommended_tile_keeps_a_1080p_frame_within_its_halo_budget():
+    """The card's tile: the smallest multiple of 64 whose halo overhead on a 1920x1080 frame is at most 1.1
+    (README, "Memory and the capture path"); the shipped card and the daemon's default follow it."""
+    from edge import config, tiling
+    from edge.modelcard import DEFAULT_MODEL, load_card
+    from models.export import recommended_tile
+
+    net = EnhanceNet()
+    tile = recommended_tile(net.receptive_field(), net.alignment)
+    assert tile % 64 == 0
+    assert tiling.plan(1080, 1920, tile, net.receptive_field(), net.alignment).overhead <= 1.1
+    assert tiling.plan(1080, 1920, tile - 64, net.receptive_field(), net.alignment).overhead > 1.1
+    assert load_card(DEFAULT_MODEL).recommended_tile == tile == config.load()["model"]["tile"] == 704
