@@ -166,7 +166,7 @@ class InferenceLoop:
             try:
                 enhanced = self.enhancer.run_network(x)
             finally:
-                self.enhancer.engine.release_memory()
+                self.enhancer.engine.release_memory()   # never raises: a failed release is only logged
             t3 = time.monotonic()
         except (EngineError, ValueError) as e:
             req.fail(EngineFailed(f"enhancement failed, nothing saved: {e}"))

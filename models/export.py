@@ -32,8 +32,8 @@ def recommended_tile(receptive_field: int, alignment: int, max_overhead: float =
                      frame: tuple[int, int] = (1080, 1920)) -> int:
     """Smallest tile (multiple of 64) whose halo overhead (pixels computed / output) on a kiosk camera's
     frame is at most `max_overhead`: on a CPU a window's cost per pixel does not depend on its size, so
-    tiled throughput is whole-frame throughput / overhead, and 1.1 keeps it at 0.9 or more. Larger tiles
-    hold more memory (README, "Memory and the capture path")."""
+    tiled throughput is at most whole-frame throughput / overhead (1.1: 0.91). Larger tiles hold more
+    memory (README, "Memory and the capture path")."""
     from edge import tiling
 
     h, w = (tiling.align_up(v, alignment) for v in frame)

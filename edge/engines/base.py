@@ -85,7 +85,8 @@ class Engine(ABC):
 
     def release_memory(self) -> None:
         """Give back memory the engine keeps between runs for the shapes it has run (a CPU arena), where
-        it keeps any: the daemon calls it around a capture, whose tiles differ from the preview's."""
+        it keeps any: the daemon calls it around a capture, whose tiles differ from the preview's. Only
+        an economy: it never raises (a backend that cannot release says so in the log and stops trying)."""
 
     def close(self) -> None:
         pass

@@ -11,6 +11,7 @@ the activations allocated between runs; off, they are freed after each run
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Iterable, Iterator, Sequence
@@ -19,6 +20,8 @@ import numpy as np
 
 from edge.engines import pixels
 from edge.engines.base import Engine, EngineError, InputSpec, nonfinite
+
+log = logging.getLogger("phonescope")
 
 
 class OnnxRuntimeEngine(Engine):
@@ -59,6 +62,7 @@ class OnnxRuntimeEngine(Engine):
             raise EngineError(f"{model_path}: expected 3 input channels, model has {dims[1]}")
         self.sessions: dict[str, object] = {}
         self.buffer: np.ndarray | None = None
+        self.releasing = True    # release_memory() works for this model (until a release run fails)
         self._session("uint8")   # loads and checks the model now, not at the first frame
         self.provider = self.sessions["uint8"].get_providers()[0]
         # a model exported with fixed dimensions is held to them, as a TensorRT engine's profile is
@@ -128,15 +132,21 @@ class OnnxRuntimeEngine(Engine):
         if not self.arena or self.provider != "CPUExecutionProvider" or self.spec.fixed_shape \
                 or self.spec.max_batch:
             return
+        if not self.releasing:
+            return
         ro = self.ort.RunOptions()
         ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         a = max(1, self.spec.alignment)
+        a *= -(-8 // a)          # 8 px or the next multiple of the alignment: valid for any space-to-depth
         for pixel, session in self.sessions.items():
             x = np.zeros((1, a, a, 3), np.float16 if pixel == "float16" else np.uint8)
             try:
                 session.run(None, {pixels.INPUT: x}, ro)
-            except Exception as e:
-                raise EngineError(f"onnxruntime: releasing memory failed: {_first_line(e)}") from None
+            except Exception as e:   # a model that refuses so small an input: keep its arena, say so once
+                self.releasing = False
+                log.warning("onnxruntime: the arena is kept between captures: a %dx%d run to release it "
+                            "failed (%s)", a, a, _first_line(e))
+                return
 
     def close(self) -> None:
         self.sessions.clear()

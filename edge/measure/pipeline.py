@@ -88,13 +88,14 @@ def replay_frames(folder: Path, width: int, height: int, count: int = 4) -> None
                     [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
-def engine_fps(model: str | None, size: tuple[int, int], seconds: float = 20.0, preview_width: int = 960) -> float:
+def engine_fps(model: str | None, size: tuple[int, int], seconds: float = 20.0, preview_width: int = 960,
+               tile: int | None = None) -> float:
     """Preview frames per second of the engine alone: a frame of `size` reduced to the preview width."""
     import cv2
 
     from edge.measure.bench import bench_frame
 
-    enh, _ = Enhancer.open(model, "auto")   # the model card's tile, as the daemon's default
+    enh, _ = Enhancer.open(model, "auto", tile=tile)   # the daemon's tile: the efficiency compares like with like
     w, h = size
     img = bench_frame(w, h)
     if w > preview_width:
@@ -123,7 +124,8 @@ def run(args) -> int:
                    "[capture]\nkeep_raw = true\n" + (f"[model]\npath = \"{args.model}\"\n" if args.model else "")
                    + (args.config_extra.replace("\\n", "\n") + "\n" if args.config_extra else ""))
     print(f"engine-only preview throughput from {cw}x{ch} ({args.engine_seconds:g} s)...", file=sys.stderr)
-    e_fps = engine_fps(args.model, (cw, ch), args.engine_seconds)
+    from edge import config
+    e_fps = engine_fps(args.model, (cw, ch), args.engine_seconds, tile=config.load(cfg)["model"]["tile"])
     state = work / "state"
     env = dict(os.environ)
     env.pop("NOTIFY_SOCKET", None)

@@ -44,6 +44,9 @@ class FaultyEngine(Engine):
                 self.slow.run(None, {"x": np.zeros((1, 16, 512, 512), np.float32)})
         return self.inner.infer(batch)
 
+    def release_memory(self) -> None:
+        self.inner.release_memory()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -234,24 +234,35 @@ def test_a_capture_leaves_no_frame_sized_array_behind(live):
     inference loop its last preview frame through every capture), and the engine gave its working memory
     back before the capture's tiles and after them."""
     d, src, engine = live
-    phases = []
-    engine.release_memory = lambda: phases.append(d.inference.current is not None)
-    held: list = []
-    put = d.writer.put
+    asked, shown, phases, shown_freed, held = [], [], [], [], []
+    publish, put = d.inference.publish, d.writer.put
+
+    def publish_then_capture(raw, enhanced):      # a capture asked for just as a preview frame is shown
+        publish(raw, enhanced)
+        if not asked:
+            shown.append(weakref.ref(d.inference.latest.frame))
+            asked.append(d.submit(None, "socket"))
+
+    def release():
+        phases.append(d.inference.current is not None)
+        gc.collect()
+        shown_freed.append(shown[0]() is None)
 
     def put_watched(req, frame, image, timings, focus_score):
-        held.extend([weakref.ref(frame), weakref.ref(image)])
+        held.extend([weakref.ref(frame), weakref.ref(frame.image), weakref.ref(image)])
         put(req, frame, image, timings, focus_score)
 
-    d.writer.put = put_watched
-    req = d.submit(None, "socket")
-    src.release()
-    assert req.result.result(timeout=10).image.is_file()
-    src.release()                                # a newer frame: the captured one is no longer the latest
-    assert len(held) == 2
-    assert wait_until(lambda: gc.collect() >= 0 and [r() for r in held] == [None, None], 10), \
-        "frame and image freed once stored"
+    d.inference.publish, engine.release_memory, d.writer.put = publish_then_capture, release, put_watched
+    src.release()                                # shown, and the capture asked for
+    assert wait_until(lambda: asked, 10)
+    src.release()                                # the capture's frame, grabbed after the request
+    assert asked[0].result.result(timeout=10).image.is_file()
     assert phases == [True, True], "memory given back before and after the capture's tiles"
+    assert shown_freed[0], "the frame the preview showed last is not held through the capture"
+    src.release()                                # a newer frame: the captured one is no longer the latest
+    assert len(held) == 3
+    assert wait_until(lambda: gc.collect() >= 0 and all(r() is None for r in held), 10), \
+        "frame, its pixels and the enhanced image freed once stored (and shown no more)"
 
 
 def test_shutdown_finishes_a_capture_in_progress(live, state):
