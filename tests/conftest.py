@@ -26,3 +26,17 @@ def notify(tmp_path):
     sock = NotifySocket(tmp_path / "notify.sock")
     yield sock
     sock.close()
+
+
+@pytest.fixture
+def caplog(caplog):
+    """The daemon's logger, even after setup_logging() (which stops it propagating to the root) or a library's
+    logging.config call (which disables loggers that existed before it) ran in this process."""
+    import logging
+
+    logger = logging.getLogger("phonescope")
+    old = logger.propagate, logger.level, logger.disabled
+    logger.propagate, logger.disabled = True, False
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.propagate, logger.level, logger.disabled = old

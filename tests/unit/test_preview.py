@@ -62,20 +62,6 @@ def test_file_sink_replaces_atomically(tmp_path):
 
 # -- which sink a kiosk gets (edge.sinks.auto) ----------------------------------------------------------
 
-@pytest.fixture
-def caplog(caplog):
-    """The daemon's logger, even after setup_logging() (which stops it propagating to the root) or a library's
-    logging.config call (which disables loggers that existed before it) ran in this process."""
-    import logging
-
-    logger = logging.getLogger("phonescope")
-    old = logger.propagate, logger.level, logger.disabled
-    logger.propagate, logger.disabled = True, False
-    logger.setLevel(logging.INFO)
-    yield caplog
-    logger.propagate, logger.level, logger.disabled = old
-
-
 def preview_cfg(**over):
     from edge import config
 
