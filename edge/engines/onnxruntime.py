@@ -62,7 +62,6 @@ class OnnxRuntimeEngine(Engine):
             raise EngineError(f"{model_path}: expected 3 input channels, model has {dims[1]}")
         self.sessions: dict[str, object] = {}
         self.buffer: np.ndarray | None = None
-        self.releasing = True    # release_memory() works for this model (until a release run fails)
         self._session("uint8")   # loads and checks the model now, not at the first frame
         self.provider = self.sessions["uint8"].get_providers()[0]
         # a model exported with fixed dimensions is held to them, as a TensorRT engine's profile is
@@ -70,6 +69,8 @@ class OnnxRuntimeEngine(Engine):
         self.one_tile_a_run = self.provider == "CPUExecutionProvider" and n is None
         self.spec = InputSpec(channels=3, alignment=alignment, fixed_shape=(h, w) if h and w else None,
                               max_batch=n)   # a fixed batch: exactly n tiles a run
+        # release_memory() shrinks a CPU arena that runs shapes of any size; off for good once a release fails
+        self.releasing = arena and self.provider == "CPUExecutionProvider" and not (h and w) and n is None
 
     def _session(self, pixel: str):
         s = self.sessions.get(pixel)
@@ -129,9 +130,6 @@ class OnnxRuntimeEngine(Engine):
         """Shrink the CPU arena to what a run holds: a run on a tiny input, with ONNX Runtime's arena
         shrinkage, returns every free region. Without it the arena keeps the preview's blocks through a
         capture, whose larger tiles need blocks of their own, and the capture's blocks after it."""
-        if not self.arena or self.provider != "CPUExecutionProvider" or self.spec.fixed_shape \
-                or self.spec.max_batch:
-            return
         if not self.releasing:
             return
         ro = self.ort.RunOptions()
