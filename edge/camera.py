@@ -54,6 +54,7 @@ class CameraSupervisor:
         self.backoff = BACKOFF_S[0]
         self.since = self.last_frame_t = clock()   # since: the reader's last sign of life
         self.awaiting_first = True                 # opened (or opening), no good frame yet: FIRST_FRAME_S
+        self.resting = False                       # the reader pauses while nobody takes frames
         self.lock = threading.RLock()              # readers report while the daemon's timer ticks
 
     # -- events from the reader ------------------------------------------------------------------
@@ -91,6 +92,15 @@ class CameraSupervisor:
             self.backoff, self.corrupt_run = BACKOFF_S[0], 0
             return True
 
+    def rest(self, gen: int, resting: bool) -> None:
+        """The reader pauses (a capture's network runs) or resumes: the pause is not a stall, and the
+        silence counts from the resumption."""
+        with self.lock:
+            if gen == self.gen:
+                self.resting = resting
+                if not resting:
+                    self.since = self.last_frame_t = self.clock()
+
     def corrupt(self, gen: int, message: str) -> Next:
         """One unusable frame: keep reading, unless a long run says the camera itself is broken."""
         with self.lock:
@@ -118,7 +128,7 @@ class CameraSupervisor:
         """Called on a timer: marks a silent camera stalled; returns a new generation when the
         stuck reader is to be abandoned and a new one started (at most one abandoned at a time)."""
         with self.lock:
-            if self.state == "lost":  # the reader is waiting to reopen, not stuck
+            if self.state == "lost" or self.resting:  # waiting to reopen, or paused: not stuck
                 return None
             now = self.clock()
             limit = FIRST_FRAME_S if self.awaiting_first else self.stall_s

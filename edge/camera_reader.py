@@ -2,6 +2,12 @@
 
 The newest frame goes to a one-slot mailbox (LatestFrame): the preview takes
 whatever is newest, a capture waits for a frame grabbed after its request.
+While a capture is enhanced and encoded nobody takes frames, so the camera
+rests: the reader stops reading and the mailbox lets its frame go (at 8 MP
+two frame-sized arrays, and on a CPU a core of decoding the network can use;
+the preview's working memory is not taken back until the encode is done).
+After a rest the frames a driver may have queued from before it are dropped
+(`Source.held_frames`), so a capture never gets a frame exposed before it.
 A reader stuck in a driver's read() cannot be interrupted from Python; when
 the supervisor gives up on it, a new reader is started and the stuck one is
 left to exit by itself whenever read() returns (its frame is then dropped).
@@ -26,9 +32,16 @@ class LatestFrame:
         self.cond = threading.Condition()
         self.frame: Frame | None = None
         self.count = 0
+        self.rests = 0      # captures that take no frames yet (one rests while another is encoded)
+
+    @property
+    def resting(self) -> bool:
+        return self.rests > 0
 
     def put(self, f: Frame) -> None:
         with self.cond:
+            if self.rests:    # read just as the rest began: nobody would take it
+                return
             self.frame = f
             self.count += 1
             self.cond.notify_all()
@@ -44,6 +57,24 @@ class LatestFrame:
                     return None, count
                 self.cond.wait(left)
             return self.frame, self.count
+
+    def rest(self) -> None:
+        """Nobody takes frames for a while (a capture, until it is encoded): the reader pauses, the newest
+        frame goes. Each rest() is ended by one wake()."""
+        with self.cond:
+            self.rests += 1
+            self.frame = None
+
+    def wake(self) -> None:
+        with self.cond:
+            self.rests = max(0, self.rests - 1)
+            self.cond.notify_all()
+
+    def wait_awake(self, stop: threading.Event) -> None:
+        """The reader, between reads: return once the rest is over (or the daemon stops)."""
+        with self.cond:
+            while self.rests and not stop.is_set():
+                self.cond.wait(0.2)
 
 
 def _close(src: Source | None) -> None:
@@ -86,6 +117,7 @@ class CameraReader:
     def _read(self, gen: int) -> None:
         src: Source | None = None
         source = self.sup.source
+        drop = 0    # frames still to drop after a rest: queued by the driver before it ended
         while not self.stop_event.is_set():
             if src is None:
                 if not self.sup.opening(gen):
@@ -100,6 +132,12 @@ class CameraReader:
                     continue
                 if not self.sup.opened(gen):
                     break  # given up on while open() hung: let the new reader have the device
+            if self.latest.resting:
+                self.sup.rest(gen, True)          # a rest is not a stall
+                self.latest.wait_awake(self.stop_event)
+                self.sup.rest(gen, False)
+                drop = src.held_frames
+                continue
             try:
                 frame = src.read()
                 if not isinstance(frame, Frame):
@@ -111,7 +149,11 @@ class CameraReader:
             else:
                 if not self.sup.frame(gen, frame.size):
                     break  # this reader was given up on while read() was stuck
-                self.latest.put(frame)
+                if drop:
+                    drop -= 1
+                else:
+                    self.latest.put(frame)
+                frame = None   # not held through the next read (a frame-sized array)
                 continue
             if nxt.action == "exit":
                 break

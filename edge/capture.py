@@ -137,6 +137,18 @@ class CaptureQueue:
         return self.pending.qsize()
 
 
+class _Once:
+    """A callback run at most once (a capture's "encoded", from whichever path gets there first)."""
+
+    def __init__(self, fn: Callable[[], None] | None):
+        self.fn = fn
+
+    def __call__(self) -> None:
+        fn, self.fn = self.fn, None
+        if fn is not None:
+            fn()
+
+
 class CaptureWriter:
     """The storage thread: encode, sidecar, Storage.store, then acknowledge. Never drops a capture."""
 
@@ -160,9 +172,11 @@ class CaptureWriter:
                           "Disclaimer": notice or "AI-enhanced image"}
 
     def put(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict,
-            focus_score: float | None = None) -> None:
-        """An enhanced capture (RGB uint8/uint16 on the output grid) to store, with its frame's focus score."""
-        self.jobs.put((req, frame, image, timings, focus_score))
+            focus_score: float | None = None, encoded: Callable[[], None] | None = None) -> None:
+        """An enhanced capture (RGB uint8/uint16 on the output grid) to store, with its frame's focus score.
+        encoded: called once its files are encoded (or it failed before), whatever follows: the camera's
+        rest ends there (edge/inference.py)."""
+        self.jobs.put((req, frame, image, timings, focus_score, _Once(encoded)))
 
     def finish(self) -> None:
         """Store what is queued, then end run()."""
@@ -182,6 +196,7 @@ class CaptureWriter:
             except queue.Empty:
                 break
             if job is not None:
+                job[5]()
                 job[0].fail(Stopping(why))
         self.jobs.put(None)       # run() still ends once it is out of the capture it is in
 
@@ -196,11 +211,12 @@ class CaptureWriter:
                 log.exception("capture failed")
                 req.fail(StoreFailed(f"capture failed: {type(e).__name__}: {e}"))
             finally:
+                job[5]()
                 # the job's frame and image are not held until the next capture comes: 48 MB at 8 MP
                 self.current = job = None
 
     def _store(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict,
-               focus_score: float | None) -> Stored:
+               focus_score: float | None, encoded: Callable[[], None]) -> Stored:
         t0 = time.monotonic()
         fmt, bits = self.cfg["format"], 16 if image.dtype == np.uint16 else 8
         frame_w = frame.image.shape[1]
@@ -215,6 +231,7 @@ class CaptureWriter:
             raw = encode(frame_px, EXTS[raw_fmt], 16 if frame_px.dtype == np.uint16 else 8, RAW_JPEG_QUALITY,
                          pixel_size_um=raw_um)
         timings["encode_s"] = round(time.monotonic() - t0, 4)
+        encoded()
         camera = {**self.camera_meta, **frame.settings, "frame_seq": frame.seq,
                   "width": frame.image.shape[1], "height": frame.image.shape[0],
                   "bits": 16 if frame.image.dtype == np.uint16 else 8,

@@ -98,14 +98,14 @@ def add_kiosk_commands(sub) -> None:
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--model", metavar="M", help="ONNX model (default: the shipped model)")
     e.add_argument("--tile", type=positive_int, default=None, metavar="N",
-                   help="tile size in pixels, 0 = whole image in one pass (default: the model card's)")
+                   help="windows of up to N x N pixels, 0 = whole image in one pass (default: the model card's)")
     e.add_argument("--backend", choices=BACKENDS, default="auto")
     e.set_defaults(func=cmd_enhance)
 
     b = sub.add_parser("bench", help="measure inference speed; prints JSON")
     b.add_argument("--model", metavar="M")
     b.add_argument("--backend", choices=BACKENDS, default="auto")
-    b.add_argument("--tile", type=positive_int, default=None, help="tile size (default: the model card's)")
+    b.add_argument("--tile", type=positive_int, default=None, help="windows of up to N x N pixels (default: the model card's)")
     b.add_argument("--batch", type=int, default=4, help="tiles per batch")
     b.add_argument("--capture-size", default="3264x2448", help="the capture the per-capture figures are for "
                    "(default 8 MP); 0 to skip")

@@ -79,7 +79,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
     "model": {
         "path": (str, "", None),
         "backend": (str, "auto", _one_of(*BACKENDS)),
-        "tile": (int, 704, _range(0, 8192)),   # = the default model card's recommended_tile
+        "tile": (int, 744, _range(0, 8192)),   # = the default model card's recommended_tile
         "batch": (int, 4, _range(1, 64)),
         "arena": (bool, True, None),
     },

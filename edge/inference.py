@@ -155,6 +155,17 @@ class InferenceLoop:
             req.fail(FrameTimeout(f"no camera frame within {self.frame_wait_s:g} s{': ' + why if why else ''}"))
             return
         t1 = time.monotonic()
+        # nobody takes frames until the capture is encoded: the camera rests till then (README, "Memory")
+        self.latest.rest()
+        try:
+            self._enhance_and_store(req, frame, t0, t1)
+        except BaseException:
+            self.latest.wake()
+            raise
+
+    def _enhance_and_store(self, req: CaptureRequest, frame, t0: float, t1: float) -> None:
+        """The network on the capture's frame, then to the writer, which ends the camera's rest once the
+        files are encoded; ended here where it does not get that far."""
         try:
             x = self.pre.capture(frame)
             if self.scope:
@@ -169,6 +180,7 @@ class InferenceLoop:
                 self.enhancer.engine.release_memory()   # never raises: a failed release is only logged
             t3 = time.monotonic()
         except (EngineError, ValueError) as e:
+            self.latest.wake()
             req.fail(EngineFailed(f"enhancement failed, nothing saved: {e}"))
             return
         image = self.post.capture(enhanced)
@@ -177,4 +189,4 @@ class InferenceLoop:
         timings = {"frame_wait_s": round(t1 - t0, 4), "preprocess_s": round(t2 - t1, 4),
                    "inference_s": round(t3 - t2, 4), "network_s": tiles.network_s and round(tiles.network_s, 4),
                    "postprocess_s": round(t4 - t3, 4)}
-        self.writer.put(req, frame, image, timings, focus_score(frame.image))
+        self.writer.put(req, frame, image, timings, focus_score(frame.image), encoded=self.latest.wake)

@@ -86,6 +86,9 @@ class Pacer:
 
 class Source(ABC):
     uri: str = ""
+    # frames a driver may have queued while the reader paused (a capture's rest, edge/camera_reader.py):
+    # exposed before the pause ended, so the reader drops them
+    held_frames: int = 0
 
     @abstractmethod
     def read(self) -> Frame:

@@ -37,12 +37,15 @@ class OpenCVSource(Source):
             self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
             self.cap.set(cv2.CAP_PROP_FPS, fps)
             self.cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep latency low: no stale queue
+            self.held_frames = 1        # that one buffer, filled while the reader paused
             try:
                 self.locked = controls.v4l2(self.cap)
             except ValueError as e:
                 self.cap.release()
                 raise SourceError(f"{self.uri}: {e}") from None
-        elif controls.locked:
+        else:   # OpenCV's appsink queue (CAP_PROP_GSTREAMER_QUEUE_LENGTH, 1) and one frame upstream of it
+            self.held_frames = 2
+        if kind != "v4l2" and controls.locked:
             self.locked = {"pipeline": target}
         self.seq = 0
 

@@ -9,6 +9,7 @@ from edge.sources.controls import Controls
 
 
 class Picamera2Source(Source):
+    held_frames = 2    # picamera2's last completed request and the one completing when reading resumes
     def __init__(self, index: str, width: int, height: int, fps: float, controls: Controls = Controls()):
         self.uri = f"picamera2:{index}"
         self.controls = controls

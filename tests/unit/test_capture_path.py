@@ -103,6 +103,7 @@ def test_disk_that_fills_after_the_request_loses_nothing_and_recovers(live, stat
     with pytest.raises(DiskFull, match="disk nearly full"):
         req.result.result(timeout=10)
     assert not files(state) and any("disk nearly full" in w for w in d.status()["warnings"])
+    assert wait_until(lambda: not d.inference.latest.resting, 5), "a failed store ends the camera's rest"
     d.storage.min_free_mb = 0                # space freed: no restart needed
     req = d.submit(None, "socket")
     src.release()
@@ -119,7 +120,7 @@ def test_engine_failure_saves_nothing_and_recovers(live, state, fault, words):
     src.release()
     with pytest.raises(EngineFailed, match=f"enhancement failed, nothing saved: .*{words}"):
         req.result.result(timeout=10)
-    assert not files(state)
+    assert not files(state) and not d.inference.latest.resting, "a failed network ends the camera's rest"
     src.release()                            # the preview says so too
     assert wait_until(lambda: any(words in w for w in d.status()["warnings"]), 5)
     setattr(engine, fault, False)
@@ -231,8 +232,8 @@ def test_a_scanned_sample_id_a_capture_and_a_retake_flag_from_the_keyboard(state
 def test_a_capture_leaves_no_frame_sized_array_behind(live):
     """Memory (README, "Memory and the capture path"): once a capture is stored, nothing holds its camera
     frame or its enhanced image (an 8 MP frame is 24 MB; the writer held both until the next capture, the
-    inference loop its last preview frame through every capture), and the engine gave its working memory
-    back before the capture's tiles and after them."""
+    inference loop its last preview frame through every capture), the engine gave its working memory
+    back before the capture's tiles and after them, and the camera rested meanwhile (no newest frame held)."""
     d, src, engine = live
     asked, shown, phases, shown_freed, held = [], [], [], [], []
     publish, put = d.inference.publish, d.writer.put
@@ -244,20 +245,23 @@ def test_a_capture_leaves_no_frame_sized_array_behind(live):
             asked.append(d.submit(None, "socket"))
 
     def release():
-        phases.append(d.inference.current is not None)
+        latest = d.inference.latest
+        phases.append(d.inference.current is not None and latest.resting and latest.frame is None)
         gc.collect()
         shown_freed.append(shown[0]() is None)
 
-    def put_watched(req, frame, image, timings, focus_score):
+    def put_watched(req, frame, image, timings, focus_score, encoded=None):
         held.extend([weakref.ref(frame), weakref.ref(frame.image), weakref.ref(image)])
-        put(req, frame, image, timings, focus_score)
+        assert d.inference.latest.resting, "the camera rests until the capture is encoded"
+        put(req, frame, image, timings, focus_score, encoded)
 
     d.inference.publish, engine.release_memory, d.writer.put = publish_then_capture, release, put_watched
     src.release()                                # shown, and the capture asked for
     assert wait_until(lambda: asked, 10)
     src.release()                                # the capture's frame, grabbed after the request
     assert asked[0].result.result(timeout=10).image.is_file()
-    assert phases == [True, True], "memory given back before and after the capture's tiles"
+    assert phases == [True, True], "memory given back before and after the capture's tiles, the camera resting"
+    assert not d.inference.latest.resting, "the camera reads again once the capture is encoded"
     assert shown_freed[0], "the frame the preview showed last is not held through the capture"
     src.release()                                # a newer frame: the captured one is no longer the latest
     assert len(held) == 3

@@ -12,7 +12,7 @@ def test_defaults_file_and_overrides(tmp_path):
     p.write_text('[camera]\nsource = "v4l2:/dev/video0"\nfps = 7.5\n[storage]\nmin_free_mb = 50\n')
     cfg = config.load(p, {"camera": {"source": "replay:/x"}, "storage": {"state_dir": None}})
     assert cfg["camera"]["source"] == "replay:/x" and cfg["camera"]["fps"] == 7.5
-    assert cfg["storage"]["min_free_mb"] == 50 and cfg["model"]["tile"] == 704
+    assert cfg["storage"]["min_free_mb"] == 50 and cfg["model"]["tile"] == 744
     assert config.load()["camera"]["source"] == "simulated"
 
 
