@@ -32,7 +32,7 @@ class LatestFrame:
         self.cond = threading.Condition()
         self.frame: Frame | None = None
         self.count = 0
-        self.rests = 0      # captures that take no frames yet (one rests while another is encoded)
+        self.rests = 0      # rest() calls not yet ended by wake()
 
     @property
     def resting(self) -> bool:
@@ -132,6 +132,7 @@ class CameraReader:
                     continue
                 if not self.sup.opened(gen):
                     break  # given up on while open() hung: let the new reader have the device
+                drop = 0
             if self.latest.resting:
                 self.sup.rest(gen, True)          # a rest is not a stall
                 self.latest.wait_awake(self.stop_event)

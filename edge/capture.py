@@ -176,7 +176,10 @@ class CaptureWriter:
         """An enhanced capture (RGB uint8/uint16 on the output grid) to store, with its frame's focus score.
         encoded: called once its files are encoded (or it failed before), whatever follows: the camera's
         rest ends there (edge/inference.py)."""
-        self.jobs.put((req, frame, image, timings, focus_score, _Once(encoded)))
+        encoded = _Once(encoded)
+        if self.current is not None or self.jobs.qsize():
+            encoded()   # behind another capture's store: the camera need not wait for that one too
+        self.jobs.put((req, frame, image, timings, focus_score, encoded))
 
     def finish(self) -> None:
         """Store what is queued, then end run()."""

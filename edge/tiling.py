@@ -99,10 +99,11 @@ def plan(height: int, width: int, tile: int | tuple[int, int], halo: int, align:
 
     An int tile on an engine that takes any shape bounds a window's area (tile x tile pixels, which is
     what a window's activations hold) and the windows take the shape that computes the fewest pixels
-    under it: a 1080p frame at 744 is 2 x 2 windows of 562 x 982 (overhead 1.064) where square 744
+    under it: a 1080p frame at 744 is 2 x 2 windows of 562 x 982 (overhead 1.065) where square 744
     windows would make it 2 x 3. A fixed-shape engine (fixed=True) or a (h, w) tile: windows of that
     shape at most."""
-    if isinstance(tile, int) and not fixed and tile >= 2 * halo + align:   # smaller: spans() says the minimum
+    # a tile near the halo's minimum keeps square windows (spans() says the minimum; no search worth it)
+    if isinstance(tile, int) and not fixed and tile >= 4 * halo + align_up(16, align):
         th, tw = ((height, width) if tile * tile >= height * width
                   else _window_shape(height, width, tile * tile, halo, align))
     else:

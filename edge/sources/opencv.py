@@ -37,7 +37,7 @@ class OpenCVSource(Source):
             self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
             self.cap.set(cv2.CAP_PROP_FPS, fps)
             self.cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep latency low: no stale queue
-            self.held_frames = 1        # that one buffer, filled while the reader paused
+            self.held_frames = 2        # that one buffer, or the two many drivers keep at least
             try:
                 self.locked = controls.v4l2(self.cap)
             except ValueError as e:

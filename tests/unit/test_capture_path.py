@@ -305,6 +305,7 @@ def test_shutdown_answers_captures_the_storage_thread_did_not_finish_in_time(liv
     second = d.submit(None, "socket")
     src.release()
     assert wait_until(lambda: d.writer.qsize() == 1, 10), "the second waits behind it"
+    assert not d.inference.latest.resting, "a capture queued behind another's store leaves the camera reading"
     src.end()
     t0 = time.monotonic()
     try:
