@@ -7,19 +7,24 @@ tone curve, vignetting, JPEG's shifted chroma) pulls a flow estimate off by tent
 and a phone image upsampled to the benchtop grid is interpolated noise. Here each phone pixel is predicted
 from the benchtop image at the point the warp maps it to:
 
-    phone_c(p) = sum_t (a_ct + b_ct r(p)^2) term_ct(p) + a_c0 + b_c0 r(p)^2
-    term_ct(p) = ref_k blurred by s_l at T(p_c)   (and its square, for the tone curve)
+    phone_c(p) = sum_t (a_ct + b_ct r(p)^2) term_t(p) + a_c0 + b_c0 r(p)^2
+    term_t(p)  = ref_k blurred by s_l in linear light at T(p_k)   (and its square, for the tone curve)
 
-where T(p) = A p + B-spline(p) is the warp (phone px -> benchtop px), p_c = centre + (p - centre)/(1 + m_c)
-is where phone channel c's light came from (lateral CA: red and blue magnified), the same point in every
-benchtop channel. (Displacing each benchtop channel on its own let a phone channel, predicted by a mix of
-correlated stain channels at two displacements, sit anywhere between them: a common red/blue CA leaked
-into the affine, 60 % of it found, green 0.9 px off on H&E; on 29 family pairs this form took the true
-misalignment from 0.37 / 1.13 px (median / p95) to 0.35 / 1.00 and the worst estimate gap from 0.73 to
-0.41 px.) s_l are two blur levels around the phone's blur (their r^2-weighted mix follows a blur that
-grows to the field edge, and sharpening), and r^2 carries vignetting. The colour coefficients are a
-linear least-squares fit; the warp and the CA are Gauss-Newton steps on all three channels with Huber
-weights and a Gaussian prior on the B-spline.
+where T(p) = A p + B-spline(p) is the warp (phone px -> benchtop px) and p_k = centre + (p - centre)/(1 + m_k)
+is where benchtop channel k's light lands (lateral CA: red and blue magnified, m_green = 0). A phone channel
+takes its own benchtop channel in full (two blur levels and a square) and the other two only as a linear
+leak (one blur level): a sensor's colour cross-talk mixes light after the lens has displaced it, but a free
+mix of correlated stain channels at two displacements could fake a shift, and the common red/blue CA then
+leaked into the affine. The blur is applied in linear light and brought back to the benchtop image's sRGB,
+as optics blur light, not encoded values: dark nuclei's blurred edges lie where the phone sees them.
+(On 29 family pairs, `python -m calibration.measure_registration --images ../shared/data --per-type 12
+--max-median 9 --max-p95 9`: CA displacing each phone channel with every benchtop channel at that point and
+sRGB blur gave 0.35 / 1.00 px (median / p95) true misalignment, estimate gap 0.11 median, 0.41 worst; this
+form 0.24 / 0.87, 0.035 / 0.35, and finds the CA of a phone instead of about half of it.)
+s_l are two blur levels around the phone's blur (their r^2-weighted mix follows a blur that grows to the
+field edge, and sharpening), and r^2 carries vignetting. The colour coefficients are a linear least-squares
+fit; the warp and the CA are Gauss-Newton steps on all three channels with Huber weights and a Gaussian
+prior on the B-spline.
 The fit's covariance gives the misalignment it cannot rule out (noise, JPEG), the estimate in the report.
 """
 from __future__ import annotations
@@ -27,7 +32,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-LEVELS = (0.7, 1.4)              # blur levels, relative to the fitted blur scale
+from edge.colourspace import linear_to_srgb, srgb_to_linear
+
+LEVELS = (0.7, 1.4)              # blur levels, relative to the fitted blur scale (the first: the leak's)
 BLUR_FACTORS = (0.8, 1.2, 1.6, 2.0, 2.5, 3.0)   # blur scale searched, in phone px (times the sampling)
 PRIOR_PX = 3.0                   # prior std of a B-spline coefficient (benchtop px): smooth warps of a few px
 HUBER = 0.02                     # residuals above this (of full scale) are down-weighted
@@ -52,7 +59,7 @@ class PhoneModel:
     def __init__(self, phone: np.ndarray, ref: np.ndarray, affine: np.ndarray, scale: float,
                  segments: int | None = None, step: int = 2):
         self.phone = phone.astype(np.float32) / 255
-        self.ref = ref.astype(np.float32) / 255
+        self.ref_linear = srgb_to_linear(ref.astype(np.float32) / 255)
         self.hp, self.wp = phone.shape[:2]
         self.scale = scale
         self.A = np.asarray(affine, np.float64).copy()
@@ -84,7 +91,7 @@ class PhoneModel:
         self.sigma = sigma
         self.levels = []
         for lv in LEVELS:
-            b = cv2.GaussianBlur(self.ref, (0, 0), max(0.3, sigma * lv))
+            b = linear_to_srgb(cv2.GaussianBlur(self.ref_linear, (0, 0), max(0.3, sigma * lv)))
             chans = [np.ascontiguousarray(b[..., k]) for k in range(3)]
             self.levels.append([(c, cv2.Sobel(c, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8),
                                  cv2.Sobel(c, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)) for c in chans])
@@ -97,7 +104,7 @@ class PhoneModel:
                 self.A[1, 0] * px + self.A[1, 1] * py + self.A[1, 2] + dy)
 
     def channel_points(self):
-        """Where on the phone grid each phone channel's light came from (red and blue magnified by CA)."""
+        """Where on the phone grid each benchtop channel's light lands (red and blue magnified by CA)."""
         return [(self.cx + (self.xs - self.cx) / (1 + m), self.cy + (self.ys - self.cy) / (1 + m))
                 for m in (self.m[0], 0.0, self.m[1])]
 
@@ -106,23 +113,22 @@ class PhoneModel:
                          interp, borderMode=cv2.BORDER_REFLECT101).ravel()
 
     def _terms(self):
+        """Each benchtop channel's terms at its own points: (channel, value, d/dX, d/dY, is a leak term)."""
         pts = self.channel_points()
         maps = [self.warp_at(px, py) for px, py in pts]
-        H, W = self.ref.shape[:2]
+        H, W = self.ref_linear.shape[:2]
         valid = self.inner.copy()
         for X, Y in maps:
             valid &= (X > 2) & (X < W - 3) & (Y > 2) & (Y < H - 3)
-        terms = []   # per phone channel: (value, d/dX, d/dY) of every benchtop channel at that channel's points
-        for X, Y in maps:
-            tc = []
-            for li, level in enumerate(self.levels):
-                for img, gx, gy in level:
-                    v = self._sample(img, X, Y, cv2.INTER_CUBIC)
-                    tx, ty = self._sample(gx, X, Y), self._sample(gy, X, Y)
-                    tc.append((v, tx, ty))
-                    if li == 0:
-                        tc.append((v * v, 2 * v * tx, 2 * v * ty))
-            terms.append(tc)
+        terms = []
+        for li, level in enumerate(self.levels):
+            for k, (img, gx, gy) in enumerate(level):
+                X, Y = maps[k]
+                v = self._sample(img, X, Y, cv2.INTER_CUBIC)
+                tx, ty = self._sample(gx, X, Y), self._sample(gy, X, Y)
+                terms.append((k, v, tx, ty, li == 0))
+                if li == 0:
+                    terms.append((k, v * v, 2 * v * tx, 2 * v * ty, False))
         return pts, valid, terms
 
     # -- fitting --------------------------------------------------------------------------------------
@@ -134,18 +140,21 @@ class PhoneModel:
         H = g = 0
         resid = []
         for c in range(3):
-            e, gx, gy = self._fit_colour(terms[c], valid, c)
-            px, py = (v.astype(np.float32) for v in pts[c])
-            parts = [np.stack([gx * px, gx * py, gx, gy * px, gy * py, gy], 1)]
+            e, gxs, gys = self._fit_colour(terms, valid, c)
+            cols = np.zeros((len(e), 6), np.float32)
+            for (px, py), gk, hk in zip(pts, gxs, gys):
+                px, py = px.astype(np.float32), py.astype(np.float32)
+                cols += np.stack([gk * px, gk * py, gk, hk * px, hk * py, hk], 1)
+            parts = [cols]
             if elastic:
+                gx, gy = gxs[0] + gxs[1] + gxs[2], gys[0] + gys[1] + gys[2]
                 parts += [gx[:, None] * self.basis, gy[:, None] * self.basis]
-            if fit_ca:   # red's magnification moves only red's points, blue's only blue's
+            if fit_ca:   # red's magnification moves only benchtop red's points, blue's only blue's
                 ca = np.zeros((len(e), 2), np.float32)
-                if c != 1:
-                    m = self.m[c // 2]
+                for k, m in ((0, self.m[0]), (2, self.m[1])):
                     dpx, dpy = -(self.xs - self.cx) / (1 + m) ** 2, -(self.ys - self.cy) / (1 + m) ** 2
                     dX, dY = A2[0, 0] * dpx + A2[0, 1] * dpy, A2[1, 0] * dpx + A2[1, 1] * dpy
-                    ca[:, c // 2] = gx * dX + gy * dY
+                    ca[:, k // 2] = gxs[k] * dX + gys[k] * dY
                 parts.append(ca)
             J = np.concatenate(parts, 1)
             a = np.abs(e)
@@ -245,7 +254,7 @@ class PhoneModel:
     def _correlation(self, valid, terms, radius: int = 6) -> float:
         """How many grid points' worth of residual move together: the sum of the residuals'
         normalised autocorrelation within `radius` grid steps (1 for white noise)."""
-        e = np.where(valid, self._fit_colour(terms[1], valid, 1)[0], 0.0).reshape(self.gshape)
+        e = np.where(valid, self._fit_colour(terms, valid, 1)[0], 0.0).reshape(self.gshape)
         e = e - e[valid.reshape(self.gshape)].mean() * valid.reshape(self.gshape)
         f = np.fft.rfft2(e, s=(2 * e.shape[0], 2 * e.shape[1]))
         ac = np.fft.irfft2(f * np.conj(f))
@@ -254,20 +263,23 @@ class PhoneModel:
         win = ac[cy - radius:cy + radius + 1, cx - radius:cx + radius + 1] / ac[cy, cx]
         return float(max(1.0, win[win > 0].sum()))
 
-    def _fit_colour(self, tc, valid, c: int):
+    def _fit_colour(self, terms, valid, c: int):
         """Phone channel c's colour coefficients (linear least squares over the valid points): its residual
-        and the gradient of its prediction with respect to the benchtop point (X, Y)."""
+        and the gradient of its prediction with respect to each benchtop channel's point (X, Y)."""
+        tc = [t for t in terms if t[0] == c or t[4]]   # its own channel in full, the others as a leak
         nt = len(tc)
-        F = np.stack([np.ones_like(tc[0][0])] + [t[0] for t in tc], 1)
+        F = np.stack([np.ones_like(tc[0][1])] + [t[1] for t in tc], 1)
         D = np.concatenate([F, F * self.r2[:, None]], 1)
         coef, *_ = np.linalg.lstsq(D[valid].astype(np.float64), self.targets[c][valid].astype(np.float64),
                                    rcond=None)
         coef = coef.astype(np.float32)
-        gx = gy = np.zeros_like(self.r2)
-        for j, (_, tx, ty) in enumerate(tc):
+        gxs = [np.zeros_like(self.r2) for _ in range(3)]
+        gys = [np.zeros_like(self.r2) for _ in range(3)]
+        for j, (k, _, tx, ty, _) in enumerate(tc):
             w = coef[1 + j] + self.r2 * coef[nt + 2 + j]
-            gx, gy = gx + w * tx, gy + w * ty
-        return self.targets[c] - D @ coef, gx, gy
+            gxs[k] = gxs[k] + w * tx
+            gys[k] = gys[k] + w * ty
+        return self.targets[c] - D @ coef, gxs, gys
 
     def local_misfit(self, patch: int = 24) -> float:
         """RMS (benchtop px) of the local misalignment the smooth warp leaves: a translation fitted on each
@@ -277,8 +289,8 @@ class PhoneModel:
         n = int(pid.max()) + 1
         sums = {k: np.zeros(n) for k in ("xx", "xy", "yy", "xe", "ye")}
         for c in range(3):
-            e, gx, gy = self._fit_colour(terms[c], valid, c)
-            e, gx, gy = e * valid, gx * valid, gy * valid
+            e, gxs, gys = self._fit_colour(terms, valid, c)
+            e, gx, gy = e * valid, sum(gxs) * valid, sum(gys) * valid
             for key, v in (("xx", gx * gx), ("xy", gx * gy), ("yy", gy * gy), ("xe", gx * e), ("ye", gy * e)):
                 sums[key] += np.bincount(pid, v, n)
         det = sums["xx"] * sums["yy"] - sums["xy"] ** 2
