@@ -139,16 +139,15 @@ class PhoneModel:
         n_b = self.basis.shape[1]
         H = g = 0
         resid = []
+        pts32 = [(px.astype(np.float32), py.astype(np.float32)) for px, py in pts]
         for c in range(3):
             e, gxs, gys = self._fit_colour(terms, valid, c)
             cols = np.zeros((len(e), 6), np.float32)
-            for (px, py), gk, hk in zip(pts, gxs, gys):
-                px, py = px.astype(np.float32), py.astype(np.float32)
+            for (px, py), gk, hk in zip(pts32, gxs, gys):
                 cols += np.stack([gk * px, gk * py, gk, hk * px, hk * py, hk], 1)
             parts = [cols]
             if elastic:
-                gx, gy = gxs[0] + gxs[1] + gxs[2], gys[0] + gys[1] + gys[2]
-                parts += [gx[:, None] * self.basis, gy[:, None] * self.basis]
+                parts += [sum(gxs)[:, None] * self.basis, sum(gys)[:, None] * self.basis]
             if fit_ca:   # red's magnification moves only benchtop red's points, blue's only blue's
                 ca = np.zeros((len(e), 2), np.float32)
                 for k, m in ((0, self.m[0]), (2, self.m[1])):
