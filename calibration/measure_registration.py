@@ -60,7 +60,7 @@ def _one(job) -> dict:
         row.update(true_median=round(float(np.median(err)), 3), true_p95=round(float(np.percentile(err, 95)), 3))
         est = reg.report.get("residual_px")
         if est:
-            row.update(est_median=est["median"], est_p95=est["p95"])
+            row.update(est_median=est["median"], est_p95=est["p95"], limits=reg.report["limits_px"])
         row["_err"] = err
     return row
 
@@ -76,7 +76,7 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def measure(images: list[Path], seed: int = 0, limits=(0.5, 1.5), workers: int = 0, progress=None) -> dict:
+def measure(images: list[Path], seed: int = 0, limits=(None, None), workers: int = 0, progress=None) -> dict:
     jobs = [(str(p), seed * 1000 + k, limits) for k, p in enumerate(images)]
     rows = []
     with process_pool(workers or os.cpu_count() or 1) as ex:
@@ -112,8 +112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", nargs="+", required=True, metavar="DIR")
     ap.add_argument("--per-type", type=int, default=12, help="images per sample type (0: all)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-median", type=float, default=0.5)
-    ap.add_argument("--max-p95", type=float, default=1.5)
+    ap.add_argument("--max-median", type=float, default=None, help="default: as `phonescope pairs`")
+    ap.add_argument("--max-p95", type=float, default=None, help="default: as `phonescope pairs`")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)

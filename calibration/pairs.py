@@ -16,6 +16,9 @@ from pathlib import Path
 from edge.errors import UserError
 from edge.workers import process_pool
 
+LIMITS_AUTO = ("per pair: the larger of 0.5 benchtop px and 0.25 phone px (median), of 1.5 benchtop px and "
+               "0.75 phone px (p95); each pair's limits_px says what it got")
+
 
 def _one(job):
     stem, phone_path, ref_path, out, max_median, max_p95 = job
@@ -54,7 +57,8 @@ def run(args) -> int:
     for sub in ("phone", "reference", "overlay"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     report = {"pairs": {}, "unmatched": sorted(set(phones) ^ set(refs)),
-              "limits": {"median_px": args.max_median, "p95_px": args.max_p95}}
+              "limits": {"median_px": "auto" if args.max_median is None else args.max_median,
+                         "p95_px": "auto" if args.max_p95 is None else args.max_p95, "auto": LIMITS_AUTO}}
     jobs = [(s, phones[s], refs[s], str(out), args.max_median, args.max_p95) for s in stems]
     with process_pool(args.workers or os.cpu_count() or 1) as ex:
         for i, (stem, entry) in enumerate(ex.map(_one, jobs), 1):
@@ -78,7 +82,11 @@ def add_parser(sub) -> None:
     p.add_argument("--phone", required=True, metavar="DIR")
     p.add_argument("--reference", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--max-median", type=float, default=0.5, help="reject above this median residual (px)")
-    p.add_argument("--max-p95", type=float, default=1.5, help="reject above this 95th-percentile residual (px)")
+    p.add_argument("--max-median", type=float, default=None,
+                   help="reject above this median residual (benchtop px; default: the larger of 0.5 benchtop px "
+                        "and 0.25 phone px)")
+    p.add_argument("--max-p95", type=float, default=None,
+                   help="reject above this 95th-percentile residual (benchtop px; default: the larger of 1.5 "
+                        "benchtop px and 0.75 phone px)")
     p.add_argument("--workers", type=int, default=0)
     p.set_defaults(func=lambda a: run(a))

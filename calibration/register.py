@@ -27,6 +27,17 @@ from calibration.phone_model import PhoneModel
 MIN_INLIERS = 12       # RANSAC-consistent SIFT matches (unrelated smears give up to ~10)
 MIN_EXPLAINED = 0.7    # of the phone image's variance the fitted model must explain (a right match: 0.85-0.98)
 MAX_CA = 0.03          # lateral CA the fit may claim (real lenses: under 1 %)
+# Default acceptance limits (median, p95 of the estimated misalignment, benchtop px): the larger of a fixed
+# part of a benchtop pixel (the reference's own detail) and of a phone pixel (the input carries nothing
+# finer, so at 3x sampling 0.5 benchtop px is a sixth of what the phone resolves).
+LIMIT_BENCHTOP_PX = (0.5, 1.5)
+LIMIT_PHONE_PX = (0.25, 0.75)
+
+
+def default_limits(scale: float) -> tuple[float, float]:
+    """Acceptance limits in benchtop px for a pair at `scale` benchtop px per phone px."""
+    return (max(LIMIT_BENCHTOP_PX[0], LIMIT_PHONE_PX[0] * scale),
+            max(LIMIT_BENCHTOP_PX[1], LIMIT_PHONE_PX[1] * scale))
 
 
 @dataclass
@@ -128,7 +139,9 @@ def valid_crop(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return None
 
 
-def register(phone: np.ndarray, ref: np.ndarray, max_median: float = 0.5, max_p95: float = 1.5) -> Registration:
+def register(phone: np.ndarray, ref: np.ndarray, max_median: float | None = None,
+             max_p95: float | None = None) -> Registration:
+    """Limits None: default_limits at the fitted sampling factor."""
     h, w = ref.shape[:2]
     m, inliers, why = global_transform(phone, ref)
     rep: dict = {"inliers": inliers}
@@ -161,11 +174,15 @@ def register(phone: np.ndarray, ref: np.ndarray, max_median: float = 0.5, max_p9
     rep["crop"] = [y0, y1, x0, x1]
     a, b = ref[y0:y1, x0:x1], aligned[y0:y1, x0:x1]
     med, p95 = misalignment_estimate(model)
+    auto = default_limits(scale)
+    max_median = auto[0] if max_median is None else max_median
+    max_p95 = auto[1] if max_p95 is None else max_p95
     rep["residual_px"] = {"median": round(med, 3), "p95": round(p95, 3),
                           "how": "posterior of the phone-model fit (noise and its correlation)"}
+    rep["limits_px"] = {"median": round(max_median, 3), "p95": round(max_p95, 3)}
     if med > max_median or p95 > max_p95:
         return Registration(False, f"residual misalignment median {med:.2f} px / p95 {p95:.2f} px above "
-                                   f"{max_median} / {max_p95}", report=rep, matrix=m, flow=flow)
+                                   f"{max_median:.2f} / {max_p95:.2f}", report=rep, matrix=m, flow=flow)
     return Registration(True, "", b, a, rep, m, flow)
 
 

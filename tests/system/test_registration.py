@@ -23,21 +23,24 @@ def test_registration_holds_on_a_randomised_phone_family():
     """Phones drawn from the family (blur 1-3 px growing to the edge, lateral CA to 0.8 %, other colour
     responses and tone curves, JPEG q50-90) under known warps (sampling 1.3-3.0, +/-5 degrees, elastic to
     3 px), three per shipped slide: the true misalignment over the accepted pairs, how many are accepted,
-    and how far the registration's own estimate is from the truth. Measured here (CA per benchtop channel,
-    cross-talk as a leak, blur in linear light): 11 of 12 accepted, 0.29 px median, 0.96 px p95, estimate
-    within 0.03 px of the true median (median), 0.20 px at worst."""
+    and how far the registration's own estimate is from the truth. Measured here at the default limits
+    (per pair, the larger of 0.5 benchtop px and 0.25 phone px; 0.75 phone px for the p95): 12 of 12
+    accepted, 0.31 px median, 1.06 px p95, estimate within 0.034 px of the true median (median), 0.20 px
+    at worst (fixed 0.5 / 1.5 px limits: 11 of 12, 0.29 / 0.96)."""
     images = sorted((SAMPLES / "reference").glob("*.jpg")) * 3
-    result = measure(images, seed=5, limits=(0.5, 1.5), workers=2)
+    result = measure(images, seed=5, workers=2)   # the default limits, as `phonescope pairs`
     lines = "\n".join(f"{r['name']} x{r['scale']}: ok={r['accepted']} true {r.get('true_median')}/"
-                      f"{r.get('true_p95')} est {r.get('est_median')} {r['reason']}" for r in result["rows"])
-    print(lines)
+                      f"{r.get('true_p95')} est {r.get('est_median')} limits {r.get('limits')} {r['reason']}"
+                      for r in result["rows"])
     s = result["all"]
-    assert s["accepted_fraction"] >= 0.8, lines
+    print(lines, "\npooled:", s)
+    assert s["accepted_fraction"] >= 0.9, lines
     assert s["true_median"] <= 0.35 and s["true_p95"] <= 1.2, (s, lines)
     assert s["estimate_gap_median"] <= 0.1, (s, lines)
     for r in result["rows"]:
         if r["accepted"]:
-            assert r["true_median"] <= 0.6, lines   # the estimate's limit is 0.5: it never lets a bad one by far
+            # the estimate's limit is the pair's own: it never lets a bad one by far
+            assert r["true_median"] <= r["limits"]["median"] + 0.2, lines
 
 
 @pytest.mark.slow
