@@ -172,14 +172,15 @@ class CaptureWriter:
                           "Disclaimer": notice or "AI-enhanced image"}
 
     def put(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict,
-            focus_score: float | None = None, encoded: Callable[[], None] | None = None) -> None:
-        """An enhanced capture (RGB uint8/uint16 on the output grid) to store, with its frame's focus score.
-        encoded: called once its files are encoded (or it failed before), whatever follows: the camera's
-        rest ends there (edge/inference.py)."""
+            focus_score: float | None = None, encoded: Callable[[], None] | None = None,
+            glass_gain: list[float] | None = None) -> None:
+        """An enhanced capture (RGB uint8/uint16 on the output grid) to store, with its frame's focus score
+        and the white balance its glass got (edge.glass; None: none). encoded: called once its files are
+        encoded (or it failed before), whatever follows: the camera's rest ends there (edge/inference.py)."""
         encoded = _Once(encoded)
         if self.current is not None or self.jobs.qsize():
             encoded()   # behind another capture's store: the camera need not wait for that one too
-        self.jobs.put((req, frame, image, timings, focus_score, encoded))
+        self.jobs.put((req, frame, image, timings, focus_score, encoded, glass_gain))
 
     def finish(self) -> None:
         """Store what is queued, then end run()."""
@@ -219,7 +220,7 @@ class CaptureWriter:
                 self.current = job = None
 
     def _store(self, req: CaptureRequest, frame: Frame, image: np.ndarray, timings: dict,
-               focus_score: float | None, encoded: Callable[[], None]) -> Stored:
+               focus_score: float | None, encoded: Callable[[], None], glass_gain: list[float] | None = None) -> Stored:
         t0 = time.monotonic()
         fmt, bits = self.cfg["format"], 16 if image.dtype == np.uint16 else 8
         frame_w = frame.image.shape[1]
@@ -244,6 +245,7 @@ class CaptureWriter:
         meta = {"origin": req.origin, "camera": camera, **self.static_meta,
                 "session": {"id": req.session_id, "operator": req.operator_id},
                 "focus_score": None if focus_score is None else round(focus_score, 3),
+                "white_balance_gain": glass_gain,
                 "output": {"width": image.shape[1], "height": image.shape[0], "format": fmt, "bits": bits,
                            "pixel_size_um": None if out_um is None else round(out_um, 6)},
                 "raw_format": raw_fmt if raw is not None else None,

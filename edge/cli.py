@@ -17,6 +17,7 @@ from typing import Callable
 
 from edge.backends import BACKENDS
 from edge.errors import OneLineParser, UserError, positive_int
+from edge.sampletypes import TYPES
 
 COMMAND_GROUP = "phonescope.commands"
 
@@ -100,6 +101,9 @@ def add_kiosk_commands(sub) -> None:
     e.add_argument("--tile", type=positive_int, default=None, metavar="N",
                    help="windows of up to N x N pixels, 0 = whole image in one pass (default: the model card's)")
     e.add_argument("--backend", choices=BACKENDS, default="auto")
+    e.add_argument("--sample", choices=("",) + TYPES, default="", metavar="TYPE",
+                   help="the slides' type (%s): an image whose glass lies outside the model's range for it "
+                        "is white-balanced into it (edge/glass.py); default: none" % " | ".join(TYPES))
     e.set_defaults(func=cmd_enhance)
 
     b = sub.add_parser("bench", help="measure inference speed; prints JSON")

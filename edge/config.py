@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from edge.backends import BACKENDS
 from edge.errors import EX_CONFIG, UserError
+from edge.sampletypes import TYPES
 
 try:
     import tomllib
@@ -82,6 +83,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, Callable | None]]] = {
         "tile": (int, 744, _range(0, 8192)),   # = the default model card's recommended_tile
         "batch": (int, 4, _range(1, 64)),
         "arena": (bool, True, None),
+        # the slide type (edge.sampletypes) whose glass colour frames are balanced to; "": all types
+        "sample": (str, "", _one_of("", *TYPES)),
     },
     "calibration": {
         "profile": (str, "", None),

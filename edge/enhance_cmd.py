@@ -6,6 +6,7 @@ from pathlib import Path
 
 from edge.errors import UserError
 from edge.enhancer import Enhancer, EngineError, ModelError
+from edge.glass import WhiteBalance
 from edge.imageio import ImageError, read_image, write_image
 from edge.scope import Scope
 from edge.tiling import TilingError
@@ -18,10 +19,12 @@ def run(args) -> int:
     except OSError as e:
         raise UserError(f"cannot create output folder {out_dir}: {e.strerror}") from None
     try:
-        enhancer, why = Enhancer.open(args.model, args.backend, args.tile)
+        enhancer, why = Enhancer.open(args.model, args.backend, args.tile, sample=args.sample)
     except (ModelError, EngineError) as e:
         raise UserError(str(e)) from None
     card = enhancer.card
+    if args.sample and enhancer.balance is None:
+        print(f"note: {WhiteBalance.why_none(card.raw, args.sample)}", file=sys.stderr)
     print(f"model {card.name} {card.version} (scale {card.scale:g}), backend {enhancer.engine.name}: {why}",
           file=sys.stderr)
     failed, seen = 0, {}
@@ -36,7 +39,7 @@ def run(args) -> int:
         try:
             rgb, notes, bits = read_image(src)
             if scope:
-                why = scope.check(enhancer.resample(rgb))
+                why = scope.check(enhancer.resample(enhancer.balanced(rgb)))
                 out_of_scope += bool(why)
                 for w in scope.first_time(why):
                     print(f"{src}: warning: out of the model's scope: {w}", file=sys.stderr)

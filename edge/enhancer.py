@@ -19,6 +19,7 @@ import numpy as np
 from edge import tiling
 from edge.engines import Engine, EngineError, open_engine
 from edge.engines.pixels import quantize, to_float
+from edge.glass import WhiteBalance
 from edge.modelcard import DEFAULT_MODEL, ModelCard, ModelError, load_card
 
 
@@ -32,8 +33,11 @@ class Timing:
 
 
 class Enhancer:
-    def __init__(self, engine: Engine, card: ModelCard, tile: int | None = None, batch: int = 4):
+    def __init__(self, engine: Engine, card: ModelCard, tile: int | None = None, batch: int = 4,
+                 sample: str = ""):
+        """sample: the slide type whose glass range frames are brought into (edge.glass; "": none)."""
         self.engine, self.card = engine, card
+        self.balance = WhiteBalance.from_card(card.raw, sample)
         self.tile = card.recommended_tile if tile is None else tile
         self.batch = max(1, batch if not engine.spec.max_batch else min(batch, engine.spec.max_batch))
         self.halo = card.receptive_field
@@ -45,12 +49,13 @@ class Enhancer:
 
     @classmethod
     def open(cls, model: str | Path | None = None, backend: str = "auto", tile: int | None = None,
-             batch: int = 4, threads: int | None = None, arena: bool = True) -> tuple["Enhancer", str]:
+             batch: int = 4, threads: int | None = None, arena: bool = True,
+             sample: str = "") -> tuple["Enhancer", str]:
         path = Path(model) if model else DEFAULT_MODEL
         card = load_card(path)
         engine, why = open_engine(path, backend, alignment=card.alignment, threads=threads, tile=tile,
                                   batch=batch, onnx_sha256=card.onnx_sha256, arena=arena)
-        return cls(engine, card, tile, batch), why
+        return cls(engine, card, tile, batch, sample), why
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         s = self.card.scale
@@ -59,6 +64,11 @@ class Enhancer:
     def pixel_type(self, bits: int) -> str:
         """The engine's pixels for an image of this bit depth: FP16 above 8 bits where it takes them."""
         return "float16" if bits > 8 and "float16" in self.engine.spec.pixel_types else "uint8"
+
+    def balanced(self, rgb: np.ndarray) -> np.ndarray:
+        """The frame with its glass brought to the model's (edge.glass), in its own type: the first
+        step on the camera grid, shared by the tools and the daemon's Preprocess."""
+        return self.balance(rgb) if self.balance is not None else rgb
 
     def resample(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """Camera grid -> model grid (the model's scale, or an explicit (h, w)); uint8, uint16 or float32."""
@@ -111,9 +121,9 @@ class Enhancer:
         entry (enhance, evaluate); the daemon hands run_network its frames' pixels directly. Like the
         daemon's Preprocess it resamples the pixels (8-bit images), so both give the same output."""
         if self.pixel_type(bits) == "uint8":
-            px = self.resample(quantize(rgb, "uint8"), size)
+            px = self.resample(self.balanced(quantize(rgb, "uint8")), size)
         else:   # OpenCV does not resample FP16
-            px = quantize(self.resample(rgb.astype(np.float32, copy=False), size), "float16")
+            px = quantize(self.resample(self.balanced(rgb.astype(np.float32, copy=False)), size), "float16")
         return to_float(self.run_network(px))
 
     def close(self) -> None:

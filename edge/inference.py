@@ -189,4 +189,7 @@ class InferenceLoop:
         timings = {"frame_wait_s": round(t1 - t0, 4), "preprocess_s": round(t2 - t1, 4),
                    "inference_s": round(t3 - t2, 4), "network_s": tiles.network_s and round(tiles.network_s, 4),
                    "postprocess_s": round(t4 - t3, 4)}
-        self.writer.put(req, frame, image, timings, focus_score(frame.image), encoded=self.latest.wake)
+        wb = getattr(self.enhancer, "balance", None)   # this thread balanced the capture's frame last
+        gain = None if wb is None or wb.last_gain is None else [round(float(g), 4) for g in wb.last_gain]
+        self.writer.put(req, frame, image, timings, focus_score(frame.image), encoded=self.latest.wake,
+                        glass_gain=gain)

@@ -4,7 +4,8 @@ Preprocess is the only place a camera frame is resized, and it stays in the
 frame's own integers: the calibration profile (at the camera's resolution,
 where the flat and dark frames were taken) is applied in strips of rows, so
 its float arithmetic never holds more than a strip; then for the preview
-down to the preview width, and onto the model's input grid (the model card's
+down to the preview width, its glass brought to the model's white (edge.glass),
+and onto the model's input grid (the model card's
 scale). What comes out is the engine's pixels: uint8, or FP16 in [0, 1] for
 a camera with more than 8 bits where the engine takes them. Postprocess
 turns the engine's output into the capture's integers: uint8 as it is, or
@@ -44,11 +45,13 @@ def fp16_pixels(image: np.ndarray) -> np.ndarray:
 
 class Preprocess:
     def __init__(self, profile: Profile | None, to_model_grid: Callable[[np.ndarray], np.ndarray],
-                 preview_width: int, pixel_type: Callable[[int], str] = lambda bits: "uint8"):
+                 preview_width: int, pixel_type: Callable[[int], str] = lambda bits: "uint8",
+                 balance: Callable[[np.ndarray], np.ndarray] = lambda img: img):
         """to_model_grid: the enhancer's resampling by the model's scale (shared with `enhance`);
-        pixel_type: the engine's pixels for a frame of so many bits (Enhancer.pixel_type)."""
+        pixel_type: the engine's pixels for a frame of so many bits (Enhancer.pixel_type); balance: the
+        enhancer's white balance on the glass (Enhancer.balanced), in the frame's own type."""
         self.profile, self.to_model_grid, self.preview_width = profile, to_model_grid, preview_width
-        self.pixel_type = pixel_type
+        self.pixel_type, self.balance = pixel_type, balance
 
     def calibrated(self, frame: Frame) -> np.ndarray:
         """The frame with the calibration profile applied, in its own integer type (the frame itself
@@ -73,7 +76,7 @@ class Preprocess:
 
     def capture(self, frame: Frame) -> np.ndarray:
         """Full resolution on the model's input grid, as the engine's pixels."""
-        return self._pixels(self.to_model_grid(self.calibrated(frame)))
+        return self._pixels(self.to_model_grid(self.balance(self.calibrated(frame))))
 
     def preview(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         """(network input on the model grid as uint8 pixels, raw picture as RGB uint8), at most
@@ -84,7 +87,7 @@ class Preprocess:
             size = (w, round(x.shape[0] * w / x.shape[1]))
             x = cv2.resize(x, size, interpolation=cv2.INTER_AREA)
             raw = cv2.resize(raw, size, interpolation=cv2.INTER_AREA)
-        x = self.to_model_grid(x)
+        x = self.to_model_grid(self.balance(x))
         return (x if x.dtype == np.uint8 else (x >> 8).astype(np.uint8)), raw
 
     def describe(self) -> dict | None:

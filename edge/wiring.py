@@ -34,6 +34,7 @@ from edge.daemon import Daemon
 from edge.engines import Engine, EngineError
 from edge.enhancer import Enhancer
 from edge.errors import EX_CONFIG, UserError
+from edge.glass import WhiteBalance
 from edge.inference import InferenceLoop, self_test
 from edge.lock import InstanceLock
 from edge.modelcard import DEFAULT_MODEL, ModelCard, ModelError
@@ -168,12 +169,14 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     try:
         engine, card, why = (twins.open_model or open_model)(cfg)
         undo.callback(engine.close)
-        enhancer = Enhancer(engine, card, m["tile"], m["batch"])
+        enhancer = Enhancer(engine, card, m["tile"], m["batch"], m["sample"])
         self_test(enhancer)
         profile = load_profile(cfg, card)
     except (ModelError, EngineError, ProfileError) as e:
         raise UserError(str(e), EX_CONFIG) from None
     log.info("model %s %s on %s: %s", card.name, card.version, engine.name, why)
+    if m["sample"] and enhancer.balance is None:
+        log.warning("%s", WhiteBalance.why_none(card.raw, m["sample"]))
     storage = Storage(state, cfg["storage"]["min_free_mb"])
     undo.callback(storage.close)
     report = storage.recover()
@@ -197,13 +200,16 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     latest, slot = LatestFrame(), PreviewSlot()
     reader = CameraReader(lambda: (twins.open_source or open_source)(cfg), supervisor, latest)
     captures = CaptureQueue(storage.check_space, notices, stopping, operator_id=cfg["operator"]["id"])
-    pre = Preprocess(profile, enhancer.resample, cfg["preview"]["width"], enhancer.pixel_type)
+    pre = Preprocess(profile, enhancer.resample, cfg["preview"]["width"], enhancer.pixel_type, enhancer.balanced)
     model_path = Path(m["path"]) if m["path"] else DEFAULT_MODEL
     writer = CaptureWriter(
         storage, cfg["capture"],
         camera_meta={"source": cam["source"], "configured_size": [cam["width"], cam["height"]], "fps": cam["fps"]},
         static_meta={"model": {"name": card.name, "version": card.version, "sha256": card.onnx_sha256,
-                               "path": str(model_path), "scale": card.scale},
+                               "path": str(model_path), "scale": card.scale, "sample": m["sample"] or None,
+                               "white_balance": ({"sample": enhancer.balance.sample,
+                                                  "target_linear_rgb": enhancer.balance.target.tolist()}
+                                                 if enhancer.balance else None)},
                      "backend": engine.name, "backend_reason": why, "calibration_profile": pre.describe(),
                      "phonescope": phonescope_version()},
         notices=notices, notice=cfg["preview"]["notice"], pixel_size=camera_pixel_size(cfg, profile))

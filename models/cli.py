@@ -46,6 +46,8 @@ def add_commands(sub) -> None:
     v.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     v.add_argument("--group", metavar="TYPE", help="the sample type of every pair (default: from the pair names' "
                    "prefix, e.g. tissue__field-3)")
+    v.add_argument("--no-balance", action="store_true", help="the phone images as they are, without balancing "
+                   "their glass to the model card's colour for their sample type (edge/glass.py)")
     v.add_argument("--tile", type=positive_int, default=None, metavar="N")
     v.add_argument("--backend", choices=BACKENDS, default="auto")
     v.set_defaults(func=cmd_evaluate)

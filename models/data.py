@@ -110,6 +110,7 @@ class PatchSampler:
     def __init__(self, pairs: list[Pair], patch: int = 96, align: int = 2, seed: int = 0):
         self.inputs = [resample_to(p.phone, p.reference.shape[:2]) for p in pairs]
         self.targets = [p.reference for p in pairs]
+        self.names = [p.name for p in pairs]
         self.patch, self.align = patch, align
         self.rng = np.random.default_rng(seed)
         w = np.array([p.weight for p in pairs], np.float64)

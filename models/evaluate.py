@@ -13,6 +13,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.enhancer import Enhancer, EngineError, ModelError
+from edge.glass import WhiteBalance
 from edge.imageio import atomic_write
 from edge import sampletypes
 from models.baseline import Baseline, fit_colour
@@ -22,27 +23,39 @@ from models.metrics import all_metrics
 KEYS = ("ssim", "psnr", "ciede2000")
 
 
-def evaluate_pairs(enhancer: Enhancer, pairs: list[Pair], progress=None, group: str | None = None) -> dict:
+def evaluate_pairs(enhancer: Enhancer, pairs: list[Pair], progress=None, group: str | None = None,
+                   balance: bool = True) -> dict:
     """Per-pair, mean and per-sample-type metrics of the input (resampled), the classical baseline (the
     card's: colour fit from the training pairs + unsharp mask), the oracle baseline (a colour fit against
     each pair's own reference, which no kiosk has, + the same unsharp mask) and the model. A pair's sample
-    type comes from its name (`tissue__...`, edge.sampletypes) or `group`."""
+    type comes from its name (`tissue__...`, edge.sampletypes) or `group`. balance: the model and the
+    classical baseline see the phone image with its glass balanced to the card's colour for that type
+    (edge.glass), as a kiosk set to that `[model] sample` does; the input and the oracle see it as it is."""
     base_d = enhancer.card.raw.get("baseline")
     baseline = Baseline.from_dict(base_d) if base_d else None
+    kept = enhancer.balance
     rows = []
-    for i, p in enumerate(pairs):
-        ref = p.reference.astype(np.float32) / 255.0
-        phone = p.phone.astype(np.float32) / 255.0
-        inp = np.clip(resample_to(phone, ref.shape[:2]), 0, 1)
-        row = {"name": p.name, "sample": group or sampletypes.of_pair(p.name) or "-", "input": all_metrics(inp, ref)}
-        if baseline:
-            row["baseline"] = all_metrics(baseline(inp), ref)
-            oracle = Baseline(fit_colour([inp], [ref]), baseline.sigma, baseline.amount)
-            row["oracle_baseline"] = all_metrics(oracle(inp), ref)
-        row["model"] = all_metrics(enhancer.enhance(phone, size=ref.shape[:2]), ref)
-        rows.append(row)
-        if progress:
-            progress(i + 1, len(pairs))
+    try:
+        for i, p in enumerate(pairs):
+            sample = group or sampletypes.of_pair(p.name) or "-"
+            enhancer.balance = WhiteBalance.from_card(enhancer.card.raw, sample) if balance else None
+            ref = p.reference.astype(np.float32) / 255.0
+            phone = p.phone.astype(np.float32) / 255.0
+            inp = np.clip(resample_to(phone, ref.shape[:2]), 0, 1)
+            row = {"name": p.name, "sample": sample, "input": all_metrics(inp, ref)}
+            if baseline:
+                row["baseline"] = all_metrics(baseline(np.clip(resample_to(enhancer.balanced(phone), ref.shape[:2]),
+                                                               0, 1)), ref)
+                oracle = Baseline(fit_colour([inp], [ref]), baseline.sigma, baseline.amount)
+                row["oracle_baseline"] = all_metrics(oracle(inp), ref)
+            row["model"] = all_metrics(enhancer.enhance(phone, size=ref.shape[:2]), ref)
+            gain = enhancer.balance.last_gain if enhancer.balance is not None else None
+            row["glass_gain"] = None if gain is None else np.round(gain, 4).tolist()
+            rows.append(row)
+            if progress:
+                progress(i + 1, len(pairs))
+    finally:
+        enhancer.balance = kept
     kinds = [k for k in KINDS if k in rows[0]]
 
     def means(rs):
@@ -82,7 +95,7 @@ def run(args) -> int:
     except (ModelError, EngineError) as e:
         raise UserError(str(e)) from None
     try:
-        result = evaluate_pairs(enhancer, pairs, group=args.group)
+        result = evaluate_pairs(enhancer, pairs, group=args.group, balance=not args.no_balance)
     except EngineError as e:
         raise UserError(str(e)) from None
     result["model_name"] = enhancer.card.name

@@ -99,6 +99,7 @@ def build_card(net: EnhanceNet, ck: dict, name: str, version: str, onnx_path: Pa
                      "history_tail": (ck.get("history") or [])[-3:]},
         "baseline": ck.get("baseline"),
         "input_stats": ck.get("input_stats"),
+        "input_white": ck.get("input_white"),
     }
 
 
@@ -137,7 +138,7 @@ def run(args) -> int:
     card = build_card(net, ck, args.name or out.stem, args.version, out)
     weights = out.with_suffix(".pt")
     torch.save({k: ck[k] for k in ("model", "net_config", "scale", "baseline", "origin", "step", "elapsed_s",
-                                   "input_stats")
+                                   "input_stats", "input_white")
                 if k in ck} | {"history": [], "complete": True}, weights)
     card["weights"] = weights.name
     atomic_write(card_path(out), json.dumps(card, indent=2).encode())

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge import sampletypes
 from edge.simulator import DEFAULT_PHONE, PhoneOptics
 from models import data as D
 from models.baseline import fit_baseline, fit_colour
@@ -178,6 +179,20 @@ def _validate(net: EnhanceNet, val) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+def training_white(sampler: D.PatchSampler, per_type: int = 100) -> dict:
+    """The card's `input_white` (edge.glass): per sample type (by the pairs' names) the range of glass
+    colours of up to `per_type` of its training inputs; untyped pairs are left out."""
+    from edge.glass import input_white
+
+    by_type: dict = {}
+    for i, name in enumerate(sampler.names):
+        t = sampletypes.of_pair(name)
+        if t:
+            by_type.setdefault(t, []).append(i)
+    images = {t: [sampler.inputs[i] for i in idx[:: max(1, len(idx) // per_type)]] for t, idx in by_type.items()}
+    return input_white(images)
+
+
 def train(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,6 +245,8 @@ def train(args) -> int:
 
         idx = np.linspace(0, len(sampler.inputs) - 1, min(len(sampler.inputs), 300)).astype(int)
         ck["input_stats"] = summarise([sampler.inputs[i] for i in idx])
+    if "input_white" not in ck:   # the training phone's glass per sample type, for edge.glass
+        ck["input_white"] = training_white(sampler)
     if "baseline" not in ck:
         k = min(len(train_pairs), 48)
         idx = np.linspace(0, len(sampler.inputs) - 1, k).astype(int)
@@ -254,7 +271,7 @@ def train(args) -> int:
     def state() -> dict:
         return {"model": net.state_dict(), "optimizer": opt.state_dict(), "net_config": net.config(),
                 "step": step, "elapsed_s": elapsed, "history": history, "origin": origin, "scale": scale,
-                "baseline": ck["baseline"], "input_stats": ck["input_stats"],
+                "baseline": ck["baseline"], "input_stats": ck["input_stats"], "input_white": ck["input_white"],
                 "heldout_dir": str((out / "heldout").resolve()),
                 "receptive_field": net.receptive_field(), "flops_per_pixel": net.flops_per_pixel(),
                 "args": {k: v for k, v in vars(args).items() if k not in ("func",)},

@@ -27,6 +27,7 @@ from tests.helpers import (
     check_consistent,
     daemon,
     export_random_model,
+    fill,
     mount_tmpfs,
     run_cli,
     running,
@@ -60,11 +61,16 @@ def test_disk_full_refuses_cleanly_and_recovers_without_restart(tmp_path, tiny_m
             st = status(state)
             assert proc.poll() is None and st["state"] == "running", "the daemon stays up"
             assert any("watermark" in w for w in st["warnings"]), st["warnings"]
+            # the refusal came where this frame's files would cross the watermark; a smaller frame of the
+            # replay could still fit, so the disk is filled to under the watermark itself before asking again
+            (state / "more").mkdir()
+            more = fill(state / "more", leave_bytes=1_500_000)
             assert capture(state).returncode == 1, "still refused while the disk is full"
             check_consistent(state)                           # no partial or unreadable file
             assert check_consistent(state)["captures"] == len(saved)
 
             ballast.unlink()                                  # space freed: no restart needed
+            more.unlink()
             r = capture(state)
             assert r.returncode == 0, r.stderr
             assert wait_until(lambda: not status(state)["warnings"], 15), status(state)["warnings"]

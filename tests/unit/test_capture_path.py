@@ -250,10 +250,10 @@ def test_a_capture_leaves_no_frame_sized_array_behind(live):
         gc.collect()
         shown_freed.append(shown[0]() is None)
 
-    def put_watched(req, frame, image, timings, focus_score, encoded=None):
+    def put_watched(req, frame, image, timings, focus_score, encoded=None, **kw):
         held.extend([weakref.ref(frame), weakref.ref(frame.image), weakref.ref(image)])
         assert d.inference.latest.resting, "the camera rests until the capture is encoded"
-        put(req, frame, image, timings, focus_score, encoded)
+        put(req, frame, image, timings, focus_score, encoded, **kw)
 
     d.inference.publish, engine.release_memory, d.writer.put = publish_then_capture, release, put_watched
     src.release()                                # shown, and the capture asked for

@@ -23,6 +23,7 @@ def test_defaults_file_and_overrides(tmp_path):
     ("[camera]\nwidth = -5\n", "width"),
     ("[capture]\nkeep_raw = 1\n", "keep_raw"),
     ("[model]\nbackend = 'cuda'\n", "backend"),
+    ("[model]\nsample = 'fish'\n", "sample"),
     ("[camera]\nsource = 'usb0'\n", "source"),
     ("[camera\n", "not valid TOML"),
     ("[export]\nauto_dir = 'media/usb'\n", "auto_dir"),

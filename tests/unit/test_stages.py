@@ -29,6 +29,25 @@ def test_capture_path_equals_the_enhance_command(scaled_model):
     assert out.dtype == np.uint8 and np.array_equal(to_float(out), enh.enhance(rgb8.astype(np.float32) / 255))
 
 
+def test_the_glass_balance_is_the_same_on_both_paths(scaled_model):
+    """With `[model] sample` set, a frame of another phone's white balance is balanced on the camera grid
+    before resampling, on the capture path as in `enhance`: the same pixels, other than without it."""
+    from edge.glass import WhiteBalance
+    from tests.unit.test_glass import card, cast
+
+    enh, _ = Enhancer.open(scaled_model, "onnxruntime", tile=64)
+    enh.balance = WhiteBalance.from_card(card(), "blood")
+    rgb8 = to_uint8(cast(sample_rgb(), (1.4, 1.0, 0.7)))
+    pre = Preprocess(None, enh.resample, 960, enh.pixel_type, enh.balanced)
+    out = enh.run_network(pre.capture(frame(rgb8)))
+    assert enh.balance.last_gain is not None and abs(np.log(enh.balance.last_gain)).max() > 0.2
+    assert np.array_equal(to_float(out), enh.enhance(rgb8.astype(np.float32) / 255))
+    plain = Preprocess(None, enh.resample, 960, enh.pixel_type).capture(frame(rgb8))
+    assert not np.array_equal(pre.capture(frame(rgb8)), plain)
+    x, _ = pre.preview(frame(rgb8))
+    assert x.shape == plain.shape and np.abs(x.astype(int) - pre.capture(frame(rgb8))).mean() < 1.0
+
+
 def test_preview_is_reduced_to_the_preview_width_then_put_on_the_model_grid(scaled_model):
     enh, _ = Enhancer.open(scaled_model, "onnxruntime", tile=64)
     pre = Preprocess(None, enh.resample, preview_width=320)

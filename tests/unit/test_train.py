@@ -34,3 +34,20 @@ def test_patch_sampler_keeps_pairs_aligned():
     for _ in range(5):
         x, y = sampler.batch(4)
         assert np.array_equal(x, y) and x.shape == (4, 3, 48, 48)
+
+
+def test_the_training_phones_glass_is_kept_per_sample_type():
+    """training_white: the card's input_white from the training inputs, by the pairs' type prefix;
+    untyped pairs (a new phone's registered pairs) give none."""
+    from edge.imageio import read_rgb8
+    from models.data import Pair, PatchSampler
+    from models.train import training_white
+    from tests.helpers import SAMPLES
+
+    names = ["BloodImage_00004", "BloodImage_00090", "BloodImage_00130"]
+    pairs = [Pair(f"blood__{n}", read_rgb8(SAMPLES / "phone" / f"{n}.jpg"),
+                  read_rgb8(SAMPLES / "reference" / f"{n}.jpg"), 1.0) for n in names]
+    pairs.append(Pair("plain", pairs[0].phone, pairs[0].reference, 1.0))
+    got = training_white(PatchSampler(pairs, 32))
+    assert set(got) == {"blood"} and got["blood"]["images"] == 3
+    assert all(0.3 < v < 1.0 for v in got["blood"]["median"])
