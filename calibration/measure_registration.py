@@ -91,21 +91,6 @@ def measure(images: list[Path], seed: int = 0, limits=(None, None), workers: int
     return result
 
 
-def pick(images: list[Path], per_type: int, seed: int) -> list[Path]:
-    """Up to per_type images of each sample type, spread evenly; real phone photos left out."""
-    from edge import sampletypes
-
-    groups: dict[str, list[Path]] = {}
-    for p in images:
-        if not sampletypes.is_phone_photo(p):
-            groups.setdefault(sampletypes.of_path(p) or "-", []).append(p)
-    out = []
-    for t, ps in sorted(groups.items()):
-        n = min(per_type, len(ps)) if per_type else len(ps)
-        out += [ps[i] for i in np.linspace(0, len(ps) - 1, n).astype(int)]
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.measure_registration",
                                  description=__doc__.split("\n\n")[0])
@@ -119,7 +104,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from edge.imageio import list_images
 
-    images = pick(list_images(args.images), args.per_type, args.seed)
+    from calibration.synthetic import pick
+
+    images = pick(list_images(args.images), args.per_type)
 
     def show(r):
         tail = (f"true {r['true_median']:.2f}/{r['true_p95']:.2f} est {r.get('est_median', float('nan')):.2f}"

@@ -8,6 +8,7 @@ field); the phone image samples the benchtop image through it and then goes
 through the phone-optics simulator.
 
     python -m calibration.synthetic --images DIR... --out DIR [--profile JSON] [--count N]
+    python -m calibration.synthetic --images DIR... --out DIR --family N [--per-type N] [--seed S]
 
 writes DIR/phone/<stem>.jpg (what the phone saw) and DIR/reference/<stem>.png
 (the benchtop image), unregistered, as `phonescope pairs` expects them, and
@@ -141,6 +142,21 @@ def make_set(images: list[Path], out: Path, profile: PhoneOptics = OTHER_PHONE, 
     return truth
 
 
+def pick(images: list[Path], per_type: int) -> list[Path]:
+    """Up to per_type images of each sample type (0: all), spread evenly; real phone photos left out."""
+    from edge import sampletypes
+
+    groups: dict[str, list[Path]] = {}
+    for p in images:
+        if not sampletypes.is_phone_photo(p):
+            groups.setdefault(sampletypes.of_path(p) or "-", []).append(p)
+    out = []
+    for t, ps in sorted(groups.items()):
+        n = min(per_type, len(ps)) if per_type else len(ps)
+        out += [ps[i] for i in np.linspace(0, len(ps) - 1, n).astype(int)]
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.synthetic", description=__doc__.split("\n\n")[0])
     p.add_argument("--images", nargs="+", required=True, metavar="DIR")
@@ -148,6 +164,10 @@ def main(argv=None) -> int:
     p.add_argument("--profile", metavar="JSON", help="simulator configuration (default: OTHER_PHONE)")
     p.add_argument("--count", type=int, default=0, help="use at most this many images (evenly spread)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", type=int, default=0, metavar="N",
+                   help="instead of --profile: N phones drawn from the randomised family, in turn (1: one unseen "
+                        "phone, as a new user has); pairs named by sample type, large images cut to one field")
+    p.add_argument("--per-type", type=int, default=0, help="with --family: at most this many images of each type")
     args = p.parse_args(argv)
     try:
         images = list_images(args.images)
@@ -155,6 +175,12 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.family:
+        images = pick(images, args.per_type)
+        make_family_set(images, args.out, args.seed, phones=args.family)
+        print(f"wrote {len(images)} phone/benchtop pairs to {args.out} ({args.family} family phone(s), seed "
+              f"{args.seed})")
+        return 0
     if args.count and len(images) > args.count:
         images = [images[i] for i in np.linspace(0, len(images) - 1, args.count).astype(int)]
     make_set(images, args.out, profile, args.seed)
