@@ -8,6 +8,7 @@ power cut leaves either the old state or the complete new file.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
@@ -77,20 +78,36 @@ def decode(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise ImageError(f"{path}: header says {size[0]}x{size[1]} pixels: empty or larger than the "
                          f"{MAX_PIXELS // 1_000_000} MP limit")
     arr = np.frombuffer(data, np.uint8)
+    tiff = data[:4] in TIFF_MAGIC
     try:
-        img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
+        if tiff:   # libtiff's complaints about scanners' JPEG-tiled TIFFs (tifffile reads them below) stay quiet
+            with _opencv_quiet():
+                img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
+        else:
+            img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
-        if data[:4] in TIFF_MAGIC:
+        if tiff:
             return _decode_tiff(data, path)
         raise ImageError(f"{path}: cannot decode image ({str(e).strip().splitlines()[-1]})") from None
     if img is None or img.size == 0:
-        if data[:4] in TIFF_MAGIC:
+        if tiff:
             return _decode_tiff(data, path)
         raise ImageError(f"{path}: not an image OpenCV can decode")
     return img
 
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+@contextlib.contextmanager
+def _opencv_quiet():
+    """OpenCV's log silenced for one call (its level is process-wide: restored after)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _decode_tiff(data: bytes, path: Path) -> np.ndarray:

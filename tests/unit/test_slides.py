@@ -27,6 +27,27 @@ def test_a_tiled_jpeg_tiff_opencv_cannot_read_is_read_through_tifffile(tmp_path)
     assert np.abs(out.astype(int) - img).mean() < 40          # JPEG of noise: close, not equal
 
 
+def test_an_aperio_style_svs_is_read_without_libtiff_noise(tmp_path, capfd):
+    """Aperio SVS tiles: JPEG with 2x2 chroma subsampling under a Photometric of RGB. OpenCV's libtiff
+    refuses them and says so on stderr ("Improper JPEG sampling factors"); tifffile reads them, and an
+    adapter running `pairs` or `train` should not see libtiff's complaints."""
+    pytest.importorskip("imagecodecs")
+    img = np.zeros((300, 260, 3), np.uint8)
+    img[..., 0] = 200
+    path = tmp_path / "scan.svs"
+    tifffile.imwrite(path, img, tile=(128, 128), compression="jpeg", photometric="ycbcr", subsampling=(2, 2))
+    with tifffile.TiffFile(path) as t:
+        at = t.pages[0].tags["PhotometricInterpretation"].valueoffset
+    data = bytearray(path.read_bytes())
+    data[at:at + 2] = (2).to_bytes(2, "little")        # Photometric RGB, as Aperio writes it
+    path.write_bytes(bytes(data))
+    capfd.readouterr()
+    out = read_rgb8(path)
+    assert out.shape == img.shape
+    err = capfd.readouterr().err
+    assert "TIFF" not in err and "imdecode" not in err, err
+
+
 def test_a_damaged_tiff_is_one_clear_error(tmp_path):
     path = tmp_path / "bad.svs"
     path.write_bytes(b"II*\x00" + b"\x00" * 64)
