@@ -243,8 +243,12 @@ def train(args) -> int:
     if "input_stats" not in ck:   # what the model is trained on, for edge.scope's out-of-scope warning
         from edge.scope import summarise
 
-        idx = np.linspace(0, len(sampler.inputs) - 1, min(len(sampler.inputs), 300)).astype(int)
-        ck["input_stats"] = summarise([sampler.inputs[i] for i in idx])
+        by_type: dict = {}
+        for i, name in enumerate(sampler.names):
+            by_type.setdefault(sampletypes.of_pair(name), []).append(i)
+        idx = [i for g in by_type.values() for i in g[:: max(1, -(-len(g) // 150))]]   # every type, <= 150 each
+        ck["input_stats"] = summarise([sampler.inputs[i] for i in idx],
+                                      [sampletypes.of_pair(sampler.names[i]) for i in idx])
     if "input_white" not in ck:   # the training phone's glass per sample type, for edge.glass
         ck["input_white"] = training_white(sampler)
     if "baseline" not in ck:

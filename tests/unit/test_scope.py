@@ -41,3 +41,22 @@ def test_each_kind_is_warned_once():
 def test_a_card_without_statistics_warns_about_nothing():
     assert Scope.from_card({}) is None
     assert Scope.from_card({"input_stats": {"detail_p99": "x"}}) is None
+
+
+def test_a_type_with_few_training_inputs_keeps_its_own_colours():
+    """Many blood smears and a few H&E fields: one Gaussian over all of them sits on the blood smears and
+    calls the H&E fields the model was trained on out of scope; per type, the nearest type counts."""
+    refs, _ = training_like()
+    blood = refs[:3]                                 # the shipped slides: three blood smears, then H&E
+    he = refs[-1]
+    phones = [degrade(r, DEFAULT_PHONE, seed=s)[0] for r in blood for s in range(12)]
+    he_phones = [degrade(he, DEFAULT_PHONE, seed=0)[0]]   # the shipped model: 263 blood smears, 1 H&E field
+    unseen_he = degrade(he, DEFAULT_PHONE, seed=99)[0]
+    pooled = Scope(summarise(phones + he_phones))
+    assert any("colours" in w for w in pooled.check(unseen_he, detail=False))
+    typed = Scope(summarise(phones + he_phones, ["blood"] * len(phones) + ["tissue"] * len(he_phones)))
+    assert typed.check(unseen_he, detail=False) == []
+    assert typed.check(degrade(blood[0], DEFAULT_PHONE, seed=99)[0], detail=False) == []
+    green = np.zeros((300, 400, 3), np.uint8)
+    green[..., 1] = 180
+    assert any("colours" in w for w in typed.check(green, detail=False))
