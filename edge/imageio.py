@@ -80,10 +80,8 @@ def decode(data: bytes, name: str = "<bytes>") -> np.ndarray:
     arr = np.frombuffer(data, np.uint8)
     tiff = data[:4] in TIFF_MAGIC
     try:
-        if tiff:   # libtiff's complaints about scanners' JPEG-tiled TIFFs (tifffile reads them below) stay quiet
-            with _opencv_quiet():
-                img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
-        else:
+        # libtiff's complaints about scanners' JPEG-tiled TIFFs (tifffile reads them below) stay quiet
+        with _opencv_quiet() if tiff else contextlib.nullcontext():
             img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
         if tiff:

@@ -10,9 +10,9 @@ with them and warn once. They never refuse: the operator decides.
   SHARP_FACTOR times the 99th percentile of the training inputs is "already sharp";
 - colour: the image's mean CIE Lab (OpenCV's D65 conversion); a Mahalanobis distance from the
   training inputs' means above COLOUR_DISTANCE is "colours unlike the training set". Measured per sample
-  type where the card keeps them (`by_type`) and the nearest type counts: one Gaussian over 262 blood
-  smears and 2 H&E fields sits on the blood smears and called the shipped model's own H&E training
-  field (torchstain_target) out of scope, at distance 4.4-5.8.
+  type where the card keeps them (`by_type`) and the nearest type counts: one Gaussian over the shipped
+  model's 263 blood smears and 1 H&E field sits on the blood smears and called 7 of 9 held-out H&E
+  fields through its own phone out of scope; per type, 4 of 9.
 """
 from __future__ import annotations
 

@@ -179,17 +179,21 @@ def _validate(net: EnhanceNet, val) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+def inputs_by_type(sampler: D.PatchSampler) -> dict[str | None, list[int]]:
+    """The training inputs' indices per sample type (by the pairs' names; None: untyped)."""
+    by_type: dict = {}
+    for i, name in enumerate(sampler.names):
+        by_type.setdefault(sampletypes.of_pair(name), []).append(i)
+    return by_type
+
+
 def training_white(sampler: D.PatchSampler, per_type: int = 100) -> dict:
     """The card's `input_white` (edge.glass): per sample type (by the pairs' names) the range of glass
     colours of up to `per_type` of its training inputs; untyped pairs are left out."""
     from edge.glass import input_white
 
-    by_type: dict = {}
-    for i, name in enumerate(sampler.names):
-        t = sampletypes.of_pair(name)
-        if t:
-            by_type.setdefault(t, []).append(i)
-    images = {t: [sampler.inputs[i] for i in idx[:: max(1, len(idx) // per_type)]] for t, idx in by_type.items()}
+    images = {t: [sampler.inputs[i] for i in idx[:: max(1, len(idx) // per_type)]]
+              for t, idx in inputs_by_type(sampler).items() if t}
     return input_white(images)
 
 
@@ -243,12 +247,9 @@ def train(args) -> int:
     if "input_stats" not in ck:   # what the model is trained on, for edge.scope's out-of-scope warning
         from edge.scope import summarise
 
-        by_type: dict = {}
-        for i, name in enumerate(sampler.names):
-            by_type.setdefault(sampletypes.of_pair(name), []).append(i)
-        idx = [i for g in by_type.values() for i in g[:: max(1, -(-len(g) // 150))]]   # every type, <= 150 each
-        ck["input_stats"] = summarise([sampler.inputs[i] for i in idx],
-                                      [sampletypes.of_pair(sampler.names[i]) for i in idx])
+        chosen = [(t, i) for t, g in inputs_by_type(sampler).items()
+                  for i in g[:: max(1, -(-len(g) // 150))]]   # every type, <= 150 each
+        ck["input_stats"] = summarise([sampler.inputs[i] for _, i in chosen], [t for t, _ in chosen])
     if "input_white" not in ck:   # the training phone's glass per sample type, for edge.glass
         ck["input_white"] = training_white(sampler)
     if "baseline" not in ck:
