@@ -129,7 +129,7 @@ class InferenceLoop:
         self.notices.clear("calibration")
         if self.scope and self.clock() - self.scope_t >= SCOPE_EVERY_S:
             self.scope_t = self.clock()
-            self._in_scope(raw, detail=False)
+            self._in_scope(x, detail=False)   # what the network gets: balanced, on its grid
         self.focus.update(focus_score(raw), self.clock())
         self.camera_settings = frame.settings
         self.publish(raw, self.post.preview(enhanced))

@@ -67,7 +67,8 @@ class FakeEngine(Engine):
 
 
 class GatedCamera:
-    """A camera that delivers one frame per release(); frame k is a flat grey of value 10 * k.
+    """A camera that delivers one frame per release(); frame k is a flat grey of value 10 * k, or a copy of
+    `picture` (H x W x 3 uint8) where one is given.
 
     Frames carry the real host monotonic time of their grab, as every source's do. Each open() is a new
     handle (a GatedSource) on the one camera, as reopening a real device is.
@@ -76,8 +77,9 @@ class GatedCamera:
 
     uri = "gated"
 
-    def __init__(self, width: int = 64, height: int = 48):
+    def __init__(self, width: int = 64, height: int = 48, picture: np.ndarray | None = None):
         self.size = (width, height)
+        self.picture = picture
         self.gate = threading.Semaphore(0)
         self.seq = 0
         self.failing = self.ended = self.missing = False   # missing: open() fails (not plugged in at boot)
@@ -107,7 +109,8 @@ class GatedCamera:
             self.seq += 1
             seq = self.seq
         w, h = self.size
-        return Frame(np.full((h, w, 3), (10 * seq) % 256, np.uint8), seq, time.monotonic(), {"fake": True})
+        image = self.picture.copy() if self.picture is not None else np.full((h, w, 3), (10 * seq) % 256, np.uint8)
+        return Frame(image, seq, time.monotonic(), {"fake": True})
 
 
 class GatedSource(Source):

@@ -456,3 +456,38 @@ def test_a_camera_showing_what_the_model_never_saw_is_warned_about_once(state, c
     finally:
         src.end()
         d.shutdown()
+
+
+def test_the_preview_judges_scope_on_the_balanced_frame_the_network_gets(state, caplog):
+    """A phone with another white balance shows blood smears: with `[model] sample = "blood"` the glass
+    balance takes the cast off before the network, and neither preview nor capture calls the slide out of
+    scope; without it, the same frames are warned about."""
+    from edge.glass import input_white
+    from edge.scope import Scope
+    from tests.helpers import sample_rgb
+    from tests.unit.test_glass import BLOOD, cast
+
+    slides = [sample_rgb(n) for n in BLOOD]
+    raw = {"input_stats": summarise(slides, ["blood"] * len(slides)),
+           "input_white": input_white({"blood": slides * 7})}   # 21 >= MIN_SLIDES, as a trained card's
+    picture = (cast(slides[0], (1.5, 1.0, 0.6)) * 255).round().astype(np.uint8)
+    assert Scope.from_card(raw).check(picture, False), "the cast alone is out of scope"
+    caplog.set_level(logging.WARNING, logger="phonescope")
+    for sample, warned in (("blood", False), ("", True)):
+        caplog.clear()
+        src = GatedCamera(picture=picture)
+        d = build_daemon(state / (sample or "none"), source=src, card=dataclasses.replace(CARD, raw=raw),
+                         **{"model.sample": sample})
+        d.start()
+        try:
+            src.release()
+            assert d.inference.first_frame.wait(10)
+            req = d.submit(None, "socket")
+            src.release()
+            assert req.result.result(timeout=10).image.is_file()
+            said = [r.getMessage() for r in caplog.records if "out of the model's scope" in r.getMessage()]
+            shown = [w for w in d.status()["warnings"] if "out of the model's scope" in w]
+            assert bool(said) == warned and bool(shown) == warned, (sample, said, shown)
+        finally:
+            src.end()
+            d.shutdown()
