@@ -31,3 +31,34 @@ def test_train_cli_checkpoints_and_resumes(tmp_path):
 def test_train_cli_bad_source_is_one_line(tmp_path):
     r = run_cli("train", "--simulate", tmp_path / "nowhere", "--out", tmp_path / "o")
     assert r.returncode != 0 and "Traceback" not in r.stderr and "nowhere" in r.stderr
+
+
+@pytest.mark.slow
+def test_train_family_on_typed_folders_balances_the_glass_of_a_type_with_enough_slides(tmp_path):
+    """`train --simulate DIR --family`: fields through family phones, held out by type; blood (24 slides,
+    crops of the shipped smears) gets one glass colour, so the card's blood range is narrow and the runtime
+    balance brings any phone to it; the one H&E field keeps its phones' glass."""
+    import numpy as np
+
+    from edge.imageio import read_rgb8, write_image
+
+    data = tmp_path / "data"
+    for folder in ("blood-smear", "he-tissue"):
+        (data / folder).mkdir(parents=True)
+    for n, p in enumerate(sorted((SAMPLES / "reference").glob("BloodImage_*.jpg"))):
+        img = read_rgb8(p)
+        for k in range(8):
+            y, x = (k // 4) * 120, (k % 4) * 100
+            write_image(data / "blood-smear" / f"smear{n}-{k}.png", img[y:y + 240, x:x + 240].astype(np.float32) / 255)
+    write_image(data / "he-tissue" / "he.png", read_rgb8(SAMPLES / "reference" / "torchstain_target.jpg")
+                .astype(np.float32) / 255)
+    out = tmp_path / "run"
+    r = run_cli("train", "--simulate", data, "--family", "--out", out, "--width", "8", "--blocks", "1",
+                "--patch", "32", "--batch", "4", "--variants", "1", "--workers", "1", "--steps", "2")
+    assert r.returncode == 0, r.stderr
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert set(ck["origin"]["glass_balanced"]) == {"blood"}, ck["origin"]
+    white = ck["input_white"]["blood"]
+    assert white["images"] >= 20 and max(white["log_spread"]) < 0.03, white
+    held = sorted(p.name for p in (out / "heldout" / "phone").iterdir())
+    assert held and all(n.startswith(("blood__", "tissue__")) for n in held), held

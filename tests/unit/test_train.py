@@ -51,3 +51,29 @@ def test_the_training_phones_glass_is_kept_per_sample_type():
     got = training_white(PatchSampler(pairs, 32))
     assert set(got) == {"blood"} and got["blood"]["images"] == 3
     assert all(0.3 < v < 1.0 for v in got["blood"]["median"])
+
+
+def test_family_training_brings_each_types_glass_to_one_colour_where_enough_slides_show_it():
+    """balance_by_type: blood smears through 20 family phones (20 slides by name, variants of one count
+    once) leave training with one glass colour, and the held-out pairs are balanced to the training
+    pairs' target; a type with fewer slides, and pairs without a type, are left as they are."""
+    from edge.glass import MIN_SLIDES, glass_white
+    from edge.imageio import read_rgb8
+    from edge.simulator import degrade, random_phone
+    from models.train import balance_by_type
+
+    ref = read_rgb8(SAMPLES / "reference" / "BloodImage_00004.jpg")
+    phones = [degrade(ref, random_phone(np.random.default_rng(s), "f"), seed=s)[0] for s in range(MIN_SLIDES + 1)]
+    before = np.array([glass_white(p) for p in phones])
+    assert np.ptp(np.log(before), axis=0).max() > 0.15, "the family's white balances differ"
+    pairs = [D.Pair(f"blood__slide{i}_v{k}", phones[i + k], ref) for i in range(MIN_SLIDES) for k in (0, 1)]
+    pairs += [D.Pair("tissue__one", phones[0], ref), D.Pair("plain", phones[1], ref)]
+    out, targets = balance_by_type(pairs)
+    assert set(targets) == {"blood"}
+    after = np.array([glass_white(p.phone) for p in out[:2 * MIN_SLIDES]])
+    assert np.abs(np.log(after / targets["blood"])).max() < 0.02, after
+    assert out[-2] is pairs[-2] and out[-1] is pairs[-1]
+    held, same = balance_by_type([D.Pair("blood__held", phones[-1], ref)], targets)
+    assert same is targets and np.abs(np.log(glass_white(held[0].phone) / targets["blood"])).max() < 0.02
+    few, none = balance_by_type(pairs[: 2 * (MIN_SLIDES - 1)])   # 19 slides in 38 pairs: not enough
+    assert none == {} and all(a is b for a, b in zip(few, pairs))
