@@ -101,7 +101,7 @@ def balance_by_type(pairs: list[D.Pair], targets: dict | None = None) -> tuple[l
     """Family phones: each input of a sample type whose glass shows on at least MIN_SLIDES training slides
     has its glass brought to the type's median glass (edge.glass, as `[model] sample` does at run time;
     targets: those of the training pairs). A tile shows the network no cue to a phone's white balance, so
-    unbalanced the family's blood smears were a guess: 33 min of family training left 6 held-out smears
+    unbalanced the family's blood smears were a guess: 27 min of family training left 6 held-out smears
     below their input (PSNR 25.97 vs 26.14 dB), while the shipped model behind the balance gained 5 dB.
     Types with fewer slides are left alone: their references' own glass differs by slide."""
     from edge.glass import MIN_SLIDES, WhiteBalance, glass_white
