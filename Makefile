@@ -50,7 +50,7 @@ bench: setup
 # with one line. On an installed kiosk it builds into the service's engine folder for the kiosk's
 # settings (/etc/phonescope/phonescope.toml); elsewhere beside the model (or $PHONESCOPE_ENGINE_DIR).
 KIOSK_ENGINE_DIR := /var/cache/phonescope/engines
-ENGINE_MODEL  ?= models/zoo/phonescope-default.onnx
+ENGINE_MODEL  ?= # empty: the model the config runs ([model] path, else the shipped model for [model] sample)
 ENGINE_CONFIG ?= $(wildcard /etc/phonescope/phonescope.toml)
 ENGINE_DIR    ?= $(or $(PHONESCOPE_ENGINE_DIR),$(wildcard $(KIOSK_ENGINE_DIR)))
 ENGINE_FILE   ?= $(if $(ENGINE_DIR),$(ENGINE_DIR)/$(notdir $(basename $(ENGINE_MODEL))),$(basename $(ENGINE_MODEL))).engine
@@ -58,8 +58,12 @@ ENGINE_STAMP  ?= $(ENGINE_FILE).stamp
 ENGINE_ARGS    = --model $(ENGINE_MODEL) $(if $(ENGINE_CONFIG),--config $(ENGINE_CONFIG))
 
 engine: setup
+ifeq ($(strip $(ENGINE_MODEL)),)
+	@model=$$($(PY) -m edge.modelcard $(ENGINE_CONFIG)) && $(MAKE) --no-print-directory engine ENGINE_MODEL="$$model"
+else
 	@$(PHONESCOPE) engine stamp $(ENGINE_STAMP) $(ENGINE_ARGS)
 	@$(MAKE) --no-print-directory $(ENGINE_FILE).json
+endif
 
 # The target is the metadata, written after the plan: a build that dies in between is rebuilt.
 $(ENGINE_FILE).json: $(ENGINE_STAMP)

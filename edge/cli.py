@@ -97,13 +97,14 @@ def add_kiosk_commands(sub) -> None:
     e = sub.add_parser("enhance", help="enhance image files")
     e.add_argument("images", nargs="+", metavar="IMG")
     e.add_argument("--out", required=True, metavar="DIR")
-    e.add_argument("--model", metavar="M", help="ONNX model (default: the shipped model)")
+    e.add_argument("--model", metavar="M", help="ONNX model (default: the shipped model, for --sample that type's)")
     e.add_argument("--tile", type=positive_int, default=None, metavar="N",
                    help="windows of up to N x N pixels, 0 = whole image in one pass (default: the model card's)")
     e.add_argument("--backend", choices=BACKENDS, default="auto")
     e.add_argument("--sample", choices=("",) + TYPES, default="", metavar="TYPE",
-                   help="the slides' type (%s): an image whose glass lies outside the model's range for it "
-                        "is white-balanced into it (edge/glass.py); default: none" % " | ".join(TYPES))
+                   help="the slides' type (%s): without --model, the shipped model for it; an image whose glass "
+                        "lies outside the model's range for it is white-balanced into it (edge/glass.py); "
+                        "default: none" % " | ".join(TYPES))
     e.set_defaults(func=cmd_enhance)
 
     b = sub.add_parser("bench", help="measure inference speed; prints JSON")

@@ -30,8 +30,8 @@ def _check_model(cfg, out):
     from edge.enhancer import Enhancer, EngineError, ModelError
 
     try:
-        enh, why = Enhancer.open(cfg["model"]["path"] or None, cfg["model"]["backend"], cfg["model"]["tile"],
-                                 cfg["model"]["batch"])
+        m = cfg["model"]
+        enh, why = Enhancer.open(m["path"] or None, m["backend"], m["tile"], m["batch"], sample=m["sample"])
     except (ModelError, EngineError) as e:
         hint = "" if "make engine" in str(e) else " -> set [model] path to an exported model with its .json card"
         out("FAIL", "model", f"{e}{hint}")
@@ -146,7 +146,7 @@ def _check_gstreamer(cfg, out):
 def _check_gpu(cfg, out):
     """TensorRT, the engine for this model and settings, and access to the GPU's render nodes."""
     from edge.engines import meta
-    from edge.modelcard import DEFAULT_MODEL, ModelError, load_card
+    from edge.modelcard import ModelError, load_card, model_path
 
     jetson = Path("/etc/nv_tegra_release").exists()
     machine, why = meta.probe_machine()
@@ -158,7 +158,7 @@ def _check_gpu(cfg, out):
             out("OK", "tensorrt", f"not used here: {why}")
     else:
         out("OK", "gpu", f"TensorRT {machine.tensorrt_version} on {machine.gpu_name} (sm {machine.compute_capability})")
-        model = Path(cfg["model"]["path"] or DEFAULT_MODEL)
+        model = model_path(cfg["model"]["path"], cfg["model"]["sample"])
         try:
             sha = load_card(model).onnx_sha256
             settings = meta.settings_from(cfg["model"]["tile"], cfg["model"]["batch"])

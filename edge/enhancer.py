@@ -20,7 +20,7 @@ from edge import tiling
 from edge.engines import Engine, EngineError, open_engine
 from edge.engines.pixels import quantize, to_float
 from edge.glass import WhiteBalance
-from edge.modelcard import DEFAULT_MODEL, ModelCard, ModelError, load_card
+from edge.modelcard import ModelCard, ModelError, load_card, model_path
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Enhancer:
     def open(cls, model: str | Path | None = None, backend: str = "auto", tile: int | None = None,
              batch: int = 4, threads: int | None = None, arena: bool = True,
              sample: str = "") -> tuple["Enhancer", str]:
-        path = Path(model) if model else DEFAULT_MODEL
+        path = model_path(model, sample)
         card = load_card(path)
         engine, why = open_engine(path, backend, alignment=card.alignment, threads=threads, tile=tile,
                                   batch=batch, onnx_sha256=card.onnx_sha256, arena=arena)

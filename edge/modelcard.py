@@ -15,6 +15,19 @@ from pathlib import Path
 CARD_FORMAT = "phonescope-model-card/1"
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 DEFAULT_MODEL = ZOO / "phonescope-default.onnx"
+# [model] sample -> the shipped model for that slide type (when [model] path is empty): the family model,
+# made for phones without pairs of their own, except where one type's own model did better through unseen
+# phones: IHC (the family model lost to its input there). A malaria model from the two malaria slides won on
+# some phones and lost on others, so malaria stays on the family model (README, "One model per slide type").
+SAMPLE_MODELS = {"blood": "phonescope-family", "tissue": "phonescope-family",
+                 "ihc": "phonescope-ihc", "malaria": "phonescope-family"}
+
+
+def model_path(path: str | Path | None = None, sample: str = "") -> Path:
+    """The model to run: the one named, else the shipped model for the slide type, else the default."""
+    if path:
+        return Path(path)
+    return ZOO / f"{SAMPLE_MODELS[sample]}.onnx" if sample else DEFAULT_MODEL
 
 
 class ModelError(Exception):
@@ -84,3 +97,24 @@ def load_card(onnx_path: str | Path, verify: bool = True) -> ModelCard:
             raise ModelError(f"{onnx_path}: does not match its model card (sha256 {actual[:12]}... vs "
                              f"{card.onnx_sha256[:12]}...): the card is from another or an older export")
     return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m edge.modelcard [CONFIG]`: the model a kiosk's config runs, for `make engine`."""
+    import sys
+
+    from edge import config
+    from edge.errors import UserError
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        m = config.load(args[0] if args else None)["model"]
+    except UserError as e:
+        print(f"phonescope: {e}", file=sys.stderr)
+        return e.code
+    print(model_path(m["path"], m["sample"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

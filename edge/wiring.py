@@ -37,7 +37,7 @@ from edge.errors import EX_CONFIG, UserError
 from edge.glass import WhiteBalance
 from edge.inference import InferenceLoop, self_test
 from edge.lock import InstanceLock
-from edge.modelcard import DEFAULT_MODEL, ModelCard, ModelError
+from edge.modelcard import ModelCard, ModelError, model_path
 from edge.notices import Notices
 from edge.operator import OperatorState
 from edge.preview import PreviewLoop, PreviewSlot
@@ -61,7 +61,8 @@ log = logging.getLogger("phonescope")
 def open_model(cfg: dict) -> tuple[Engine, ModelCard, str]:
     """The model's engine (backend per [model] backend), its card, and why that backend."""
     m = cfg["model"]
-    enhancer, why = Enhancer.open(m["path"] or None, m["backend"], m["tile"], m["batch"], arena=m["arena"])
+    enhancer, why = Enhancer.open(model_path(m["path"], m["sample"]), m["backend"], m["tile"], m["batch"],
+                                  arena=m["arena"])
     return enhancer.engine, enhancer.card, why
 
 
@@ -201,12 +202,12 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     reader = CameraReader(lambda: (twins.open_source or open_source)(cfg), supervisor, latest)
     captures = CaptureQueue(storage.check_space, notices, stopping, operator_id=cfg["operator"]["id"])
     pre = Preprocess(profile, enhancer.resample, cfg["preview"]["width"], enhancer.pixel_type, enhancer.balanced)
-    model_path = Path(m["path"]) if m["path"] else DEFAULT_MODEL
     writer = CaptureWriter(
         storage, cfg["capture"],
         camera_meta={"source": cam["source"], "configured_size": [cam["width"], cam["height"]], "fps": cam["fps"]},
         static_meta={"model": {"name": card.name, "version": card.version, "sha256": card.onnx_sha256,
-                               "path": str(model_path), "scale": card.scale, "sample": m["sample"] or None,
+                               "path": str(model_path(m["path"], m["sample"])), "scale": card.scale,
+                               "sample": m["sample"] or None,
                                "white_balance": ({"sample": enhancer.balance.sample,
                                                   "target_linear_rgb": enhancer.balance.target.tolist()}
                                                  if enhancer.balance else None)},

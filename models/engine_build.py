@@ -23,7 +23,7 @@ from edge.engines import meta as M
 from edge.engines import pixels
 from edge.errors import UserError
 from edge.imageio import atomic_write
-from edge.modelcard import DEFAULT_MODEL, ModelError, load_card
+from edge.modelcard import ModelError, load_card, model_path
 
 WORKSPACE_BYTES = 1 << 30
 
@@ -75,7 +75,7 @@ def _context(args):
     from edge import config
 
     cfg = config.load(args.config, {})
-    model = Path(args.model or cfg["model"]["path"] or DEFAULT_MODEL)
+    model = Path(args.model) if args.model else model_path(cfg["model"]["path"], cfg["model"]["sample"])
     try:
         card = load_card(model)
     except ModelError as e:

@@ -138,16 +138,18 @@ class NotifySocket:
         self.sock.close()
 
 
-def daemon(state: Path, source: str, model: Path, config: str = "", fault: tuple[str, Path] | None = None,
+def daemon(state: Path, source: str, model: Path | None, config: str = "", fault: tuple[str, Path] | None = None,
            notify: Path | None = None, watchdog_s: float = 2.0, extra=(), env=None) -> subprocess.Popen:
-    """`phonescope run` as a process (preview to a file); with `fault`, through tests/system/faultinject.py."""
+    """`phonescope run` as a process (preview to a file); with `fault`, through tests/system/faultinject.py;
+    model None: the config's."""
     e = dict(os.environ)
     e.pop("JOURNAL_STREAM", None)
     e.pop("PHONESCOPE_DEBUG", None)
     if notify:
         e.update(NOTIFY_SOCKET=str(notify), WATCHDOG_USEC=str(int(watchdog_s * 1e6)))
     e.update(env or {})
-    args = ["run", "--source", source, "--state-dir", str(state), "--preview", "file", "--model", str(model)]
+    args = ["run", "--source", source, "--state-dir", str(state), "--preview", "file"]
+    args += ["--model", str(model)] if model else []
     if config:
         cfg = state.parent / f"{state.name}.toml"
         cfg.parent.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,8 @@ def test_make_engine_builds_where_the_service_looks(tmp_path):
     def engine_file(env: dict) -> str:
         e = {k: v for k, v in os.environ.items() if k != "PHONESCOPE_ENGINE_DIR"}
         r = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "--eval",
-                            "show-engine-file: ; @echo $(ENGINE_FILE)", "show-engine-file"],
+                            "show-engine-file: ; @echo $(ENGINE_FILE)", "show-engine-file",
+                            "ENGINE_MODEL=models/zoo/phonescope-default.onnx"],
                            cwd=ROOT, capture_output=True, text=True, env={**e, **env})
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
@@ -83,3 +84,22 @@ def test_make_engine_builds_where_the_service_looks(tmp_path):
     assert engine_file({"PHONESCOPE_ENGINE_DIR": str(tmp_path)}) == f"{tmp_path}/phonescope-default.engine"
     if not M.KIOSK_ENGINE_DIR.is_dir():     # a development machine: beside the model
         assert engine_file({}) == "models/zoo/phonescope-default.engine"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_engine_builds_the_model_the_config_runs(tmp_path):
+    """`make engine` once built the default model's engine whatever [model] path or sample said, so a kiosk
+    for IHC slides found no engine for its model. Dry run: the stamp and build name the IHC model."""
+    def dry_run(config: str) -> subprocess.CompletedProcess:
+        (tmp_path / "k.toml").write_text(config)
+        return subprocess.run(["make", "-n", "--no-print-directory", "-f", str(ROOT / "Makefile"), "engine",
+                               "-o", ".venv/.installed", f"PY={sys.executable}", "PHONESCOPE=phonescope",
+                               f"ENGINE_CONFIG={tmp_path / 'k.toml'}", f"ENGINE_DIR={tmp_path}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    r = dry_run('[model]\nsample = "ihc"\n')
+    assert (f"phonescope engine stamp {tmp_path}/phonescope-ihc.engine.stamp "
+            f"--model {ROOT}/models/zoo/phonescope-ihc.onnx --config {tmp_path / 'k.toml'}") in r.stdout, r.stdout
+    r = dry_run('[model]\nsample = "platelets"\n')
+    assert r.returncode != 0 and "phonescope: [model] sample: must be one of" in r.stderr
+    assert "engine stamp" not in r.stdout
