@@ -59,11 +59,15 @@ ENGINE_ARGS    = --model $(ENGINE_MODEL) $(if $(ENGINE_CONFIG),--config $(ENGINE
 
 engine: setup
 ifeq ($(strip $(ENGINE_MODEL)),)
-	@model=$$($(PY) -m edge.modelcard $(ENGINE_CONFIG)) && $(MAKE) --no-print-directory engine ENGINE_MODEL="$$model"
+	@model=$$($(PY) -m edge.modelcard $(ENGINE_CONFIG)) && $(MAKE) --no-print-directory engine-of ENGINE_MODEL="$$model"
 else
+	@$(MAKE) --no-print-directory engine-of
+endif
+
+.PHONY: engine-of
+engine-of:
 	@$(PHONESCOPE) engine stamp $(ENGINE_STAMP) $(ENGINE_ARGS)
 	@$(MAKE) --no-print-directory $(ENGINE_FILE).json
-endif
 
 # The target is the metadata, written after the plan: a build that dies in between is rebuilt.
 $(ENGINE_FILE).json: $(ENGINE_STAMP)

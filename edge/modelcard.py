@@ -100,7 +100,9 @@ def load_card(onnx_path: str | Path, verify: bool = True) -> ModelCard:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m edge.modelcard [CONFIG]`: the model a kiosk's config runs, for `make engine`."""
+    """`python -m edge.modelcard [CONFIG]`: the model a kiosk's config runs, for `make engine`: relative to
+    the current folder where it lies below it (make splits words at spaces), refused if it is missing."""
+    import os
     import sys
 
     from edge import config
@@ -109,10 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         m = config.load(args[0] if args else None)["model"]
+        path = model_path(m["path"], m["sample"]).resolve()
+        if not path.is_file():
+            raise UserError(f"{m['path'] or path!r}: no such model file ([model] path)")
     except UserError as e:
         print(f"phonescope: {e}", file=sys.stderr)
         return e.code
-    print(model_path(m["path"], m["sample"]))
+    rel = os.path.relpath(path)
+    print(path if rel.startswith("..") else rel)
     return 0
 
 

@@ -98,8 +98,10 @@ def add_commands(sub) -> None:
         q = gsub.add_parser(name, help=helptext)
         if name == "stamp":
             q.add_argument("file", metavar="FILE")
-        q.add_argument("--model", metavar="M", help="ONNX model (default: [model] path, else the shipped model)")
-        q.add_argument("--config", metavar="PATH", help="TOML config whose [model] tile and batch the engine is for")
+        q.add_argument("--model", metavar="M", help="ONNX model (default: [model] path, else the shipped model for "
+                       "[model] sample)")
+        q.add_argument("--config", metavar="PATH", help="TOML config whose [model] path or sample, tile and batch the "
+                       "engine is for")
         q.add_argument("--tile", type=positive_int, default=None, help="override [model] tile")
         q.add_argument("--batch", type=int, default=None, help="override [model] batch")
         if name == "build":

@@ -125,7 +125,10 @@ def run(args) -> int:
                    + (args.config_extra.replace("\\n", "\n") + "\n" if args.config_extra else ""))
     print(f"engine-only preview throughput from {cw}x{ch} ({args.engine_seconds:g} s)...", file=sys.stderr)
     from edge import config
-    e_fps = engine_fps(args.model, (cw, ch), args.engine_seconds, tile=config.load(cfg)["model"]["tile"])
+    from edge.modelcard import model_path
+
+    m = config.load(cfg)["model"]
+    e_fps = engine_fps(model_path(m["path"], m["sample"]), (cw, ch), args.engine_seconds, tile=m["tile"])
     state = work / "state"
     env = dict(os.environ)
     env.pop("NOTIFY_SOCKET", None)

@@ -21,17 +21,17 @@ import numpy as np
 from edge import wiring
 from edge.cli import build_parser, guarded
 from edge.engines.base import Engine
-from edge.modelcard import DEFAULT_MODEL
+from edge.modelcard import model_path
 
 
 class FaultyEngine(Engine):
-    def __init__(self, inner: Engine, fault: str, flag: Path, model: str = ""):
+    def __init__(self, inner: Engine, fault: str, flag: Path, model: Path):
         self.inner, self.fault, self.flag = inner, fault, flag
         self.name, self.spec = inner.name, inner.spec
         if fault == "slow":
             self.slow = slow_session()
         if fault == "nan":
-            self.broken = nan_engine(model or str(DEFAULT_MODEL), flag.with_name("nan-model.onnx"))
+            self.broken = nan_engine(str(model), flag.with_name("nan-model.onnx"))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if self.flag.exists():
@@ -103,7 +103,8 @@ def twins(fault: str, flag: Path) -> wiring.Twins:
     if fault in ("hang", "nan", "slow"):
         def open_model(cfg):
             engine, card, why = wiring.open_model(cfg)
-            return FaultyEngine(engine, fault, flag, cfg["model"]["path"]), card, why
+            return FaultyEngine(engine, fault, flag, model_path(cfg["model"]["path"], cfg["model"]["sample"])), \
+                card, why
         return wiring.Twins(open_model=open_model)
     if fault == "stall":
         return wiring.Twins(open_source=lambda cfg: StallingSource(wiring.open_source(cfg), flag))

@@ -89,17 +89,24 @@ def test_make_engine_builds_where_the_service_looks(tmp_path):
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_engine_builds_the_model_the_config_runs(tmp_path):
     """`make engine` once built the default model's engine whatever [model] path or sample said, so a kiosk
-    for IHC slides found no engine for its model. Dry run: the stamp and build name the IHC model."""
-    def dry_run(config: str) -> subprocess.CompletedProcess:
-        (tmp_path / "k.toml").write_text(config)
+    for IHC slides found no engine for its model. Dry run (with a stamp already there): the stamp and the
+    build name the IHC model and its engine; a config that names no usable model stops with one line."""
+    config = tmp_path / "k.toml"
+
+    def dry_run(text: str) -> subprocess.CompletedProcess:
+        config.write_text(text)
         return subprocess.run(["make", "-n", "--no-print-directory", "-f", str(ROOT / "Makefile"), "engine",
                                "-o", ".venv/.installed", f"PY={sys.executable}", "PHONESCOPE=phonescope",
-                               f"ENGINE_CONFIG={tmp_path / 'k.toml'}", f"ENGINE_DIR={tmp_path}"],
+                               f"ENGINE_CONFIG={config}", f"ENGINE_DIR={tmp_path}"],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
 
+    (tmp_path / "phonescope-ihc.engine.stamp").write_text("")
     r = dry_run('[model]\nsample = "ihc"\n')
-    assert (f"phonescope engine stamp {tmp_path}/phonescope-ihc.engine.stamp "
-            f"--model {ROOT}/models/zoo/phonescope-ihc.onnx --config {tmp_path / 'k.toml'}") in r.stdout, r.stdout
-    r = dry_run('[model]\nsample = "platelets"\n')
-    assert r.returncode != 0 and "phonescope: [model] sample: must be one of" in r.stderr
-    assert "engine stamp" not in r.stdout
+    assert r.returncode == 0, r.stderr
+    args = f"--model models/zoo/phonescope-ihc.onnx --config {config}"
+    assert f"phonescope engine stamp {tmp_path}/phonescope-ihc.engine.stamp {args}\n" in r.stdout, r.stdout
+    assert f"phonescope engine build --force --out {tmp_path}/phonescope-ihc.engine {args}\n" in r.stdout, r.stdout
+    for bad, said in (('sample = "platelets"', "[model] sample: must be one of"), ('path = " "', "no such model")):
+        r = dry_run(f"[model]\n{bad}\n")
+        assert r.returncode != 0 and r.stderr.startswith("phonescope: ") and said in r.stderr, r
+        assert "engine stamp" not in r.stdout

@@ -39,8 +39,9 @@ def test_the_model_for_the_type_improves_its_held_out_fields_through_phones_it_n
     """Each held-out field of the type through three phones drawn from the family (seeds no training run
     used): the model `[model] sample` chooses beats its input on SSIM, PSNR and CIEDE2000. The IHC model
     also beats the classical baseline on all three, and the family model (below its input on IHC elsewhere)
-    on PSNR and CIEDE2000. Malaria runs the family model: here it beats the baseline too, on the
-    held-out pairs of other family phones not its colour (README, "One model per slide type")."""
+    on PSNR and CIEDE2000. Malaria runs the family model, which on these fields also beat the baseline
+    (measured 26.02 vs 24.38 dB, 5.99 vs 6.28), not asserted: on other family phones its colour does not
+    (README, "One model per slide type")."""
     folder = next(p for p, t in sampletypes.FOLDERS.items() if t == sample)
     for sub in ("phone", "reference"):
         (tmp_path / sub).mkdir()
