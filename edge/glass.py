@@ -10,8 +10,8 @@ log gain). A frame inside that range is left as it is (slides differ, and the re
 one outside is scaled per channel to the range's edge. A frame without enough glass (a tissue section
 edge to edge) is left as it is. One gain per channel for the whole frame, before tiling, so tiles stay
 seamless. Only for a sample type the kiosk is set to (`[model] sample`: types' glass differs too much to
-pool) and whose range was measured on at least MIN_SLIDES training slides: from fewer, a held-out slide's
-own glass falls outside it and balancing does harm (the shipped model's 13 H&E and 2 malaria slides:
+pool) and whose range was measured on at least MIN_SLIDES training inputs: from fewer, a held-out slide's
+own glass falls outside it and balancing does harm (the shipped model's 13 H&E and 2 malaria inputs:
 tissue CIEDE2000 5.29 -> 6.74 and malaria 3.62 -> 6.22 on the phone it was trained for).
 
 Measured (issue 13; `python -m models.heldout --phones family`, then `phonescope evaluate`): the shipped
@@ -31,7 +31,7 @@ FLAT = 0.16             # ... and a Sobel gradient (of a 2 px blur) under this f
 MIN_GLASS = 0.05        # of the frame; fewer such pixels: no glass to go by
 MIN_LEVEL = 0.05        # linear brightness below which a frame is too dark to say (a covered camera)
 MAX_GAIN = 3.0          # per channel, either way: a larger cast is not a white balance
-MIN_SLIDES = 20         # training slides with glass a type's range needs
+MIN_SLIDES = 20         # training inputs with glass a type's range needs (the card's `images`: slides x phones)
 
 
 def glass_white(rgb: np.ndarray) -> np.ndarray | None:
@@ -67,7 +67,7 @@ class WhiteBalance:
     @classmethod
     def from_card(cls, raw: dict, sample: str = "") -> "WhiteBalance | None":
         """The balance for `sample` (a type of edge.sampletypes; "": none), None where the card keeps no
-        range for it or one from under MIN_SLIDES slides (a model trained on other slides, or exported
+        range for it or one from under MIN_SLIDES inputs (a model trained on other slides, or exported
         before issue 13)."""
         w = (raw.get("input_white") or {}).get(sample) if sample else None
         if not isinstance(w, dict) or int(w.get("images", 0)) < MIN_SLIDES:
@@ -81,7 +81,7 @@ class WhiteBalance:
         if not isinstance(w, dict):
             return f"model {raw.get('name', '?')} keeps no glass range for {sample!r} slides: not white-balanced"
         return (f"model {raw.get('name', '?')}'s glass range for {sample!r} comes from {w.get('images', 0)} "
-                f"training slides (at least {MIN_SLIDES} needed): not white-balanced")
+                f"training inputs (at least {MIN_SLIDES} needed): not white-balanced")
 
     def gains(self, rgb: np.ndarray) -> np.ndarray | None:
         """Per-channel gains of this frame (1 inside the training range), None without glass."""

@@ -111,4 +111,4 @@ def test_a_frame_of_one_colour_is_not_glass_to_balance_to_black(dtype):
 def test_why_a_sample_type_is_not_balanced_is_said():
     assert "keeps no glass range for 'tissue'" in WhiteBalance.why_none({"name": "m"}, "tissue")
     why = WhiteBalance.why_none(card(images=2), "blood")
-    assert "2 training slides" in why and f"at least {MIN_SLIDES}" in why and "\n" not in why
+    assert "2 training inputs" in why and f"at least {MIN_SLIDES}" in why and "\n" not in why
