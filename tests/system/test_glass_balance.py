@@ -65,7 +65,7 @@ def test_the_daemon_balances_to_its_sample_type_and_records_it(tmp_path):
     """`[model] sample = "blood"`: a camera with another white balance is balanced before the network,
     and the capture's metadata says to what and by how much."""
     from edge.colourspace import linear_to_srgb, srgb_to_linear
-    from tests.helpers import daemon, status, wait_until
+    from tests.helpers import capture, daemon, running
 
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -75,9 +75,8 @@ def test_the_daemon_balances_to_its_sample_type_and_records_it(tmp_path):
     state = tmp_path / "state"
     proc = daemon(state, f"replay:{frames}", DEFAULT_MODEL, config="[model]\nsample = 'blood'\n")
     try:
-        assert wait_until(lambda: status(state)["state"] == "running", 120), proc.stderr.read() \
-            if proc.poll() is not None else "not running"
-        r = run_cli("capture", "--state-dir", state, timeout=120)
+        running(state, proc, 120)
+        r = capture(state)
         assert r.returncode == 0, r.stderr
         meta = json.loads(Path(r.stdout.strip()).with_suffix(".json").read_text())
         assert meta["model"]["sample"] == "blood" and meta["model"]["white_balance"]["sample"] == "blood"

@@ -14,7 +14,7 @@ from edge import sampletypes
 from edge.imageio import read_rgb8, write_image
 from edge.modelcard import DEFAULT_MODEL, SAMPLE_MODELS, ZOO, load_card, model_path
 from edge.simulator import degrade, random_phone
-from tests.helpers import ROOT, SAMPLES, daemon, run_cli, status, wait_until
+from tests.helpers import ROOT, SAMPLES, capture, daemon, run_cli, running
 
 SLIDES = ROOT / "tests" / "slides"
 
@@ -77,9 +77,8 @@ def test_the_daemon_runs_the_model_for_its_sample_type_and_records_it(tmp_path):
     state = tmp_path / "state"
     proc = daemon(state, f"replay:{frames}", None, config="[model]\nsample = 'ihc'\n")
     try:
-        assert wait_until(lambda: status(state)["state"] == "running", 120), proc.stderr.read() \
-            if proc.poll() is not None else "not running"
-        r = run_cli("capture", "--state-dir", state, timeout=120)
+        running(state, proc, 120)
+        r = capture(state)
         assert r.returncode == 0, r.stderr
         meta = json.loads(Path(r.stdout.strip()).with_suffix(".json").read_text())
         assert meta["model"]["name"] == "phonescope-ihc" and meta["model"]["sample"] == "ihc"
