@@ -10,9 +10,11 @@ log gain). A frame inside that range is left as it is (slides differ, and the re
 one outside is scaled per channel to the range's edge. A frame without enough glass (a tissue section
 edge to edge) is left as it is. One gain per channel for the whole frame, before tiling, so tiles stay
 seamless. Only for a sample type the kiosk is set to (`[model] sample`: types' glass differs too much to
-pool) and whose range was measured on at least MIN_SLIDES training inputs: from fewer, a held-out slide's
-own glass falls outside it and balancing does harm (the shipped model's 13 H&E and 2 malaria inputs:
-tissue CIEDE2000 5.29 -> 6.74 and malaria 3.62 -> 6.22 on the phone it was trained for).
+pool) and whose range was measured on at least MIN_SLIDES training slides, as training balances them
+(models/train.py balance_by_type): from fewer, a held-out slide's own glass falls outside it and balancing
+does harm (the shipped model's 13 H&E and 2 malaria inputs: tissue CIEDE2000 5.29 -> 6.74 and malaria
+3.62 -> 6.22 on the phone it was trained for). Slides, not inputs: one slide through many phones says
+nothing more about how the next slide's glass differs.
 
 Measured (issue 13; `python -m models.heldout --phones family`, then `phonescope evaluate`): the shipped
 model on 29 held-out blood smears through phones of the randomised family, CIEDE2000 8.91 -> 4.24, PSNR
@@ -23,6 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge import sampletypes
 from edge.colourspace import linear_to_srgb, srgb_to_linear
 
 MAX_SIDE = 512          # estimated on a reduced copy: cheap enough for every preview frame
@@ -31,7 +34,7 @@ FLAT = 0.16             # ... and a Sobel gradient (of a 2 px blur) under this f
 MIN_GLASS = 0.05        # of the frame; fewer such pixels: no glass to go by
 MIN_LEVEL = 0.05        # linear brightness below which a frame is too dark to say (a covered camera)
 MAX_GAIN = 3.0          # per channel, either way: a larger cast is not a white balance
-MIN_SLIDES = 20         # training inputs with glass a type's range needs (the card's `images`: slides x phones)
+MIN_SLIDES = 20         # training slides with glass a type's range needs (slides_of)
 
 
 def glass_white(rgb: np.ndarray) -> np.ndarray | None:
@@ -67,10 +70,10 @@ class WhiteBalance:
     @classmethod
     def from_card(cls, raw: dict, sample: str = "") -> "WhiteBalance | None":
         """The balance for `sample` (a type of edge.sampletypes; "": none), None where the card keeps no
-        range for it or one from under MIN_SLIDES inputs (a model trained on other slides, or exported
+        range for it or one from under MIN_SLIDES slides (a model trained on other slides, or exported
         before issue 13)."""
         w = (raw.get("input_white") or {}).get(sample) if sample else None
-        if not isinstance(w, dict) or int(w.get("images", 0)) < MIN_SLIDES:
+        if not isinstance(w, dict) or slides_of(raw, sample) < MIN_SLIDES:
             return None
         return cls(w["median"], sample, w["log_spread"])
 
@@ -80,8 +83,8 @@ class WhiteBalance:
         w = (raw.get("input_white") or {}).get(sample)
         if not isinstance(w, dict):
             return f"model {raw.get('name', '?')} keeps no glass range for {sample!r} slides: not white-balanced"
-        return (f"model {raw.get('name', '?')}'s glass range for {sample!r} comes from {w.get('images', 0)} "
-                f"training inputs (at least {MIN_SLIDES} needed): not white-balanced")
+        return (f"model {raw.get('name', '?')}'s glass range for {sample!r} comes from {slides_of(raw, sample)} "
+                f"training slides (at least {MIN_SLIDES} needed): not white-balanced")
 
     def gains(self, rgb: np.ndarray) -> np.ndarray | None:
         """Per-channel gains of this frame (1 inside the training range), None without glass."""
@@ -111,21 +114,40 @@ class WhiteBalance:
         return linear_to_srgb(lin)
 
 
-SPREAD_PCT = 90         # of the training slides' distance from their type's median glass
+def slides_of(raw: dict, sample: str) -> int:
+    """How many training slides a card's glass range for `sample` comes from: the range's own count; on a
+    card from before it kept one, the type's training fields (`training.origin.sample_types`), else its
+    inputs (`images`: slides x phones, which then counted)."""
+    def at(d, *keys):
+        for k in keys:
+            d = d.get(k) if isinstance(d, dict) else None
+        return d
+    for count in (at(raw, "input_white", sample, "slides"),
+                  at(raw, "training", "origin", "sample_types", sample, "train"),
+                  at(raw, "input_white", sample, "images")):
+        if isinstance(count, (int, float)):
+            return int(count)
+    return 0
 
 
-def _range_of(whites: list[np.ndarray]) -> dict:
+SPREAD_PCT = 90         # of the training inputs' distance from their type's median glass
+
+
+def _range_of(whites: list[np.ndarray], slides: int) -> dict:
     med = np.median(whites, axis=0)
     spread = np.percentile(np.abs(np.log(np.asarray(whites) / med)), SPREAD_PCT, axis=0)
-    return {"median": med.round(5).tolist(), "log_spread": spread.round(4).tolist(), "images": len(whites)}
+    return {"median": med.round(5).tolist(), "log_spread": spread.round(4).tolist(), "images": len(whites),
+            "slides": slides}
 
 
-def input_white(samples: dict[str, list[np.ndarray]]) -> dict:
+def input_white(samples: dict[str, list[np.ndarray]], names: dict[str, list[str]] | None = None) -> dict:
     """The card's `input_white`: per sample type the range of glass colours of its training inputs (those
-    with glass: median, spread and how many); types without glass are left out."""
+    with glass: median, spread, how many, and from how many slides: `names`, the inputs' pair names, by
+    sampletypes.slide_of; without names each input counts as a slide); types without glass are left out."""
     out = {}
-    for name, images in samples.items():
-        whites = [w for w in (glass_white(im) for im in images) if w is not None]
-        if whites:
-            out[name] = _range_of(whites)
+    for t, images in samples.items():
+        labels = (names or {}).get(t) or [str(i) for i in range(len(images))]
+        found = [(w, lab) for w, lab in zip((glass_white(im) for im in images), labels) if w is not None]
+        if found:
+            out[t] = _range_of([w for w, _ in found], len({sampletypes.slide_of(lab) for _, lab in found}))
     return out

@@ -73,6 +73,9 @@ def add_commands(sub) -> None:
     t.add_argument("--patch", type=int, default=96)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--variants", type=int, default=3, help="simulated variants per training image")
+    t.add_argument("--type-inputs", type=int, default=0, metavar="N",
+                   help="with --family: each sample type through at least N field x phone combinations "
+                        "(a type with few fields gets more phones per field; 0: --variants for every type)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--workers", type=int, default=2)

@@ -217,10 +217,24 @@ def _simulate_family(args) -> tuple[np.ndarray, dict]:
     return out, phone.to_dict()
 
 
-def simulate_family_pairs(fields: list[Field], variants: int = 1, salt: int = 0, workers: int = 2,
+def type_variants(fields: list[Field], variants: int, min_inputs: int) -> dict:
+    """Phones per field for each sample type: `variants`, or more for a type with few fields, so that each
+    type is seen through at least `min_inputs` field x phone combinations. Three phones per field give the
+    263 blood smears 789 colour responses but the two malaria scans 6, too few to tell a phone's colour
+    from a slide's (the references of the two differ in their own glass colour)."""
+    n: dict = {}
+    for f in fields:
+        n[f.sample] = n.get(f.sample, 0) + 1
+    return {t: max(variants, -(-min_inputs // c)) for t, c in n.items()}
+
+
+def simulate_family_pairs(fields: list[Field], variants: int | dict = 1, salt: int = 0, workers: int = 2,
                           progress=None) -> list[Pair]:
-    """Each field through `variants` phones drawn from the randomised family (seeded by name)."""
-    jobs = [(f, k) for f in fields for k in range(variants)]
+    """Each field through `variants` phones drawn from the randomised family (seeded by name, so that a
+    field's first k phones are the same whatever the count); `variants` per sample type as a dict
+    (type_variants)."""
+    per = (lambda f: variants) if isinstance(variants, int) else (lambda f: variants[f.sample])
+    jobs = [(f, k) for f in fields for k in range(per(f))]
     weights = sampling_weights(fields) if fields else []
     wmap = {id(f): w for f, w in zip(fields, weights)}
     out: list[Pair] = []
@@ -228,7 +242,7 @@ def simulate_family_pairs(fields: list[Field], variants: int = 1, salt: int = 0,
     with process_pool(workers) as ex:
         for i, ((phone, _), (f, k)) in enumerate(zip(ex.map(_simulate_family, args, chunksize=2), jobs)):
             out.append(Pair(f.name if variants == 1 else f"{f.name}_v{k}", phone, f.image,
-                            wmap[id(f)] / variants))
+                            wmap[id(f)] / per(f)))
             if progress:
                 progress(i + 1, len(jobs))
     return out

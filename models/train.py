@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -79,10 +78,11 @@ def _prepare_family(args, out: Path):
     for f in fields:
         c = counts.setdefault(f.sample or "-", {"train": 0, "heldout": 0})
         c["heldout" if f.heldout else "train"] += 1
-    log(f"simulating {len(train_fields)} training fields x {args.variants} family phones, "
+    variants = D.type_variants(train_fields, args.variants, args.type_inputs)
+    log(f"simulating {len(train_fields)} training fields through family phones (per field: {variants}), "
         f"{len(held_fields)} held out: {counts}")
     bar = _progress("simulate")
-    train_pairs = D.simulate_family_pairs(train_fields, args.variants, salt=0, workers=args.workers, progress=bar)
+    train_pairs = D.simulate_family_pairs(train_fields, variants, salt=0, workers=args.workers, progress=bar)
     held_pairs = D.simulate_family_pairs(held_fields, 1, salt=1, workers=args.workers)
     D.write_pairs(held_pairs, out / "heldout")   # as the phones gave them: evaluate balances them by type
     train_pairs, balanced = balance_by_type(train_pairs)
@@ -92,7 +92,8 @@ def _prepare_family(args, out: Path):
     origin = {"kind": "simulated", "phones": "randomised family (edge.simulator.random_phone)",
               "sources": [str(s) for s in args.simulate], "sample_types": counts,
               "train_images": [f.name for f in train_fields], "heldout_images": [f.name for f in held_fields],
-              "variants": args.variants, "weighting": "sample types equally, by area, sharp references up to 2x",
+              "variants": args.variants, "variants_by_type": variants,
+              "weighting": "sample types equally, by area, sharp references up to 2x",
               "glass_balanced": {t: [round(float(v), 5) for v in w] for t, w in balanced.items()}}
     return train_pairs, held_pairs, origin, 1.0
 
@@ -113,7 +114,7 @@ def balance_by_type(pairs: list[D.Pair], targets: dict | None = None) -> tuple[l
             t = sampletypes.of_pair(p.name)
             w = glass_white(p.phone) if t else None
             if w is not None:
-                slides.setdefault(t, {}).setdefault(re.sub(r"_v\d+$", "", p.name), []).append(w)
+                slides.setdefault(t, {}).setdefault(sampletypes.slide_of(p.name), []).append(w)
         for t, by_slide in slides.items():
             if len(by_slide) >= MIN_SLIDES:
                 targets[t] = np.median([w for ws in by_slide.values() for w in ws], axis=0)
@@ -225,9 +226,9 @@ def training_white(sampler: D.PatchSampler, per_type: int = 100) -> dict:
     colours of up to `per_type` of its training inputs; untyped pairs are left out."""
     from edge.glass import input_white
 
-    images = {t: [sampler.inputs[i] for i in idx[:: max(1, len(idx) // per_type)]]
-              for t, idx in inputs_by_type(sampler).items() if t}
-    return input_white(images)
+    chosen = {t: idx[:: max(1, len(idx) // per_type)] for t, idx in inputs_by_type(sampler).items() if t}
+    return input_white({t: [sampler.inputs[i] for i in idx] for t, idx in chosen.items()},
+                       {t: [sampler.names[i] for i in idx] for t, idx in chosen.items()})
 
 
 def train(args) -> int:

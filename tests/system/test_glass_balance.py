@@ -112,3 +112,22 @@ def test_heldout_pairs_of_every_type(tmp_path):
     assert np.array_equal(refs["default"][0], refs["family"][0])
     assert refs["default"][0].shape == (882, 1174 - 1174 * 3 // 4 // 2 * 2, 3)
     assert not np.array_equal(refs["default"][1], refs["family"][1])
+
+
+def test_heldout_pairs_through_several_phones_keep_the_first(tmp_path):
+    """`--variants 3`: each held-out field through 3 phones (family) or 3 draws of the default phone's
+    noise and JPEG, named _v0.._v2; the first is the one-phone set's pair, the others differ."""
+    from models.heldout import heldout_pairs
+
+    big = np.tile(read_rgb8(SAMPLES / "reference" / "torchstain_target.jpg"), (2, 2, 1))
+    (tmp_path / "he-tissue").mkdir()
+    write_image(tmp_path / "he-tissue" / "slide.png", big.astype(np.float32) / 255)
+    for phones in ("default", "family"):
+        one = heldout_pairs([tmp_path / "he-tissue"], phones, workers=1)
+        three = heldout_pairs([tmp_path / "he-tissue"], phones, workers=1, variants=3)
+        assert [p.name for p in one] == ["tissue__slide-held"]
+        assert [p.name for p in three] == [f"tissue__slide-held_v{k}" for k in range(3)]
+        assert np.array_equal(three[0].phone, one[0].phone)
+        assert not np.array_equal(three[1].phone, three[0].phone)
+        assert not np.array_equal(three[2].phone, three[1].phone)
+        assert all(np.array_equal(p.reference, one[0].reference) for p in three)

@@ -92,7 +92,7 @@ def test_the_training_range_per_sample_type():
     got = input_white({"blood": slides + [texture], "tissue": [texture]})
     assert set(got) == {"blood"}
     b = got["blood"]
-    assert b["images"] == len(slides)
+    assert b["images"] == b["slides"] == len(slides)      # without names each input counts as a slide
     assert np.all(np.asarray(b["log_spread"]) > 0) and np.all(np.asarray(b["log_spread"]) < 0.15)
     whites = np.array([glass_white(s) for s in slides])
     assert np.allclose(b["median"], np.median(whites, axis=0), atol=1e-4)
@@ -111,4 +111,23 @@ def test_a_frame_of_one_colour_is_not_glass_to_balance_to_black(dtype):
 def test_why_a_sample_type_is_not_balanced_is_said():
     assert "keeps no glass range for 'tissue'" in WhiteBalance.why_none({"name": "m"}, "tissue")
     why = WhiteBalance.why_none(card(images=2), "blood")
-    assert "2 training inputs" in why and f"at least {MIN_SLIDES}" in why and "\n" not in why
+    assert "2 training slides" in why and f"at least {MIN_SLIDES}" in why and "\n" not in why
+
+
+def test_the_range_counts_slides_not_slides_through_many_phones():
+    """A type's range counts the slides its inputs show (one slide through many phones is one slide), as
+    training's balance_by_type does: 2 malaria slides through 18 phones each are 36 inputs and no balance.
+    A card from before the count was kept falls back on its training fields per type, then its inputs."""
+    rng = np.random.default_rng(5)
+    inputs = [cast(sample_rgb(n), rng.uniform(0.8, 1.2, 3)) for n in BLOOD[:2] for _ in range(18)]
+    names = [f"malaria__{n}_v{k}" for n in BLOOD[:2] for k in range(18)]
+    got = input_white({"malaria": inputs}, {"malaria": names})["malaria"]
+    assert got["images"] == 36 and got["slides"] == 2
+    assert WhiteBalance.from_card({"input_white": {"malaria": got}}, "malaria") is None
+    assert "2 training slides" in WhiteBalance.why_none({"input_white": {"malaria": got}}, "malaria")
+    many = dict(got, slides=MIN_SLIDES)
+    assert WhiteBalance.from_card({"input_white": {"malaria": many}}, "malaria") is not None
+    old = {k: v for k, v in got.items() if k != "slides"}
+    fields = {"training": {"origin": {"sample_types": {"malaria": {"train": 2, "heldout": 2}}}}}
+    assert WhiteBalance.from_card({"input_white": {"malaria": old}, **fields}, "malaria") is None
+    assert WhiteBalance.from_card({"input_white": {"malaria": old}}, "malaria") is not None   # 36 inputs

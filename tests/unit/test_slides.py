@@ -75,3 +75,23 @@ def test_the_phone_family_spans_the_ranges_it_promises():
     img = (np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)
     out, _ = degrade(img, phones[0], seed=1)
     assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_a_type_with_few_fields_is_seen_through_more_phones_with_the_same_first_phones():
+    """type_variants: two malaria scans through 3 phones are 6 colour responses; at least 12 inputs per
+    type gives them 6 phones each, while 5 blood smears keep 3. The weights stay equal per type, and a
+    field's first phones are those of a run with fewer (seeded by name and index)."""
+    from models import data as D
+    rng = np.random.default_rng(0)
+    img = lambda: (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    fields = [D.Field(f"blood__b{i}", "blood", img(), False) for i in range(5)] + \
+             [D.Field(f"malaria__m{i}", "malaria", img(), False) for i in range(2)]
+    variants = D.type_variants(fields, 3, 12)
+    assert variants == {"blood": 3, "malaria": 6}
+    pairs = D.simulate_family_pairs(fields, variants, workers=1)
+    by_type = {t: [p for p in pairs if p.name.startswith(t + "__")] for t in variants}
+    assert len(by_type["blood"]) == 15 and len(by_type["malaria"]) == 12
+    assert abs(sum(p.weight for p in by_type["blood"]) - sum(p.weight for p in by_type["malaria"])) < 1e-9
+    fewer = {p.name: p.phone for p in D.simulate_family_pairs(fields[5:], 3, workers=1)}
+    assert all(np.array_equal(fewer[p.name], p.phone) for p in by_type["malaria"] if p.name in fewer)
+    assert len(fewer) == 6

@@ -37,7 +37,8 @@ def test_patch_sampler_keeps_pairs_aligned():
 
 
 def test_the_training_phones_glass_is_kept_per_sample_type():
-    """training_white: the card's input_white from the training inputs, by the pairs' type prefix;
+    """training_white: the card's input_white from the training inputs, by the pairs' type prefix, and
+    from how many slides (a name without its _v<k>);
     untyped pairs (a new phone's registered pairs) give none."""
     from edge.imageio import read_rgb8
     from models.data import Pair, PatchSampler
@@ -47,9 +48,10 @@ def test_the_training_phones_glass_is_kept_per_sample_type():
     names = ["BloodImage_00004", "BloodImage_00090", "BloodImage_00130"]
     pairs = [Pair(f"blood__{n}", read_rgb8(SAMPLES / "phone" / f"{n}.jpg"),
                   read_rgb8(SAMPLES / "reference" / f"{n}.jpg"), 1.0) for n in names]
+    pairs.append(Pair(f"blood__{names[0]}_v1", pairs[0].phone, pairs[0].reference, 1.0))  # another phone
     pairs.append(Pair("plain", pairs[0].phone, pairs[0].reference, 1.0))
     got = training_white(PatchSampler(pairs, 32))
-    assert set(got) == {"blood"} and got["blood"]["images"] == 3
+    assert set(got) == {"blood"} and got["blood"]["images"] == 4 and got["blood"]["slides"] == 3
     assert all(0.3 < v < 1.0 for v in got["blood"]["median"])
 
 
