@@ -25,7 +25,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge import sampletypes
 from edge.colourspace import linear_to_srgb, srgb_to_linear
 
 MAX_SIDE = 512          # estimated on a reduced copy: cheap enough for every preview frame
@@ -140,14 +139,14 @@ def _range_of(whites: list[np.ndarray], slides: int) -> dict:
             "slides": slides}
 
 
-def input_white(samples: dict[str, list[np.ndarray]], names: dict[str, list[str]] | None = None) -> dict:
+def input_white(samples: dict[str, list[np.ndarray]], slides: dict[str, list[str]] | None = None) -> dict:
     """The card's `input_white`: per sample type the range of glass colours of its training inputs (those
-    with glass: median, spread, how many, and from how many slides: `names`, the inputs' pair names, by
-    sampletypes.slide_of; without names each input counts as a slide); types without glass are left out."""
+    with glass: median, spread, how many, and from how many slides: `slides`, the slide each input shows;
+    without them each input counts as a slide); types without glass are left out."""
     out = {}
     for t, images in samples.items():
-        labels = (names or {}).get(t) or [str(i) for i in range(len(images))]
+        labels = (slides or {}).get(t) or [str(i) for i in range(len(images))]
         found = [(w, lab) for w, lab in zip((glass_white(im) for im in images), labels) if w is not None]
         if found:
-            out[t] = _range_of([w for w, _ in found], len({sampletypes.slide_of(lab) for _, lab in found}))
+            out[t] = _range_of([w for w, _ in found], len({lab for _, lab in found}))
     return out

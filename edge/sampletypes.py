@@ -7,7 +7,6 @@ is named `<type>__<stem>`, so a pairs folder keeps the grouping.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 # data folder (../shared/data/<folder>) -> sample type
@@ -39,8 +38,3 @@ def of_pair(name: str) -> str | None:
     """The sample type a pair's name carries (`tissue__liver-3` -> tissue), else None."""
     head, sep, _ = name.partition(SEP)
     return head if sep and head in TYPES else None
-
-
-def slide_of(name: str) -> str:
-    """The slide a pair shows: its name without the phone variant (`blood__x_v2` -> `blood__x`)."""
-    return re.sub(r"_v\d+$", "", name)

@@ -62,6 +62,7 @@ class Pair:
     phone: np.ndarray       # uint8 RGB on the phone grid
     reference: np.ndarray   # uint8 RGB
     weight: float = 1.0     # how often the patch sampler draws from it (relative)
+    slide: str = ""         # the field it shows, where several phones show one ("": its name)
 
 
 def simulate_pairs(paths: list[Path], profile: PhoneOptics = DEFAULT_PHONE, variants: int = 1,
@@ -70,7 +71,7 @@ def simulate_pairs(paths: list[Path], profile: PhoneOptics = DEFAULT_PHONE, vari
     out: list[Pair] = []
     with process_pool(workers) as ex:
         for i, ((phone, ref), (p, k, _, _)) in enumerate(zip(ex.map(_simulate_one, jobs, chunksize=4), jobs)):
-            out.append(Pair(p.stem if variants == 1 else f"{p.stem}_v{k}", phone, ref))
+            out.append(Pair(p.stem if variants == 1 else f"{p.stem}_v{k}", phone, ref, slide=p.stem))
             if progress:
                 progress(i + 1, len(jobs))
     return out
@@ -111,6 +112,7 @@ class PatchSampler:
         self.inputs = [resample_to(p.phone, p.reference.shape[:2]) for p in pairs]
         self.targets = [p.reference for p in pairs]
         self.names = [p.name for p in pairs]
+        self.slides = [p.slide or p.name for p in pairs]
         self.patch, self.align = patch, align
         self.rng = np.random.default_rng(seed)
         w = np.array([p.weight for p in pairs], np.float64)
@@ -234,6 +236,7 @@ def simulate_family_pairs(fields: list[Field], variants: int | dict = 1, salt: i
     field's first k phones are the same whatever the count); `variants` per sample type as a dict
     (type_variants)."""
     per = (lambda f: variants) if isinstance(variants, int) else (lambda f: variants[f.sample])
+    single = all(per(f) == 1 for f in fields)
     jobs = [(f, k) for f in fields for k in range(per(f))]
     weights = sampling_weights(fields) if fields else []
     wmap = {id(f): w for f, w in zip(fields, weights)}
@@ -241,8 +244,8 @@ def simulate_family_pairs(fields: list[Field], variants: int | dict = 1, salt: i
     args = [(f.image, zlib.crc32(f"{f.name}:{k}:{salt}".encode())) for f, k in jobs]
     with process_pool(workers) as ex:
         for i, ((phone, _), (f, k)) in enumerate(zip(ex.map(_simulate_family, args, chunksize=2), jobs)):
-            out.append(Pair(f.name if variants == 1 else f"{f.name}_v{k}", phone, f.image,
-                            wmap[id(f)] / per(f)))
+            out.append(Pair(f.name if single else f"{f.name}_v{k}", phone, f.image,
+                            wmap[id(f)] / per(f), slide=f.name))
             if progress:
                 progress(i + 1, len(jobs))
     return out

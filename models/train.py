@@ -78,6 +78,8 @@ def _prepare_family(args, out: Path):
     for f in fields:
         c = counts.setdefault(f.sample or "-", {"train": 0, "heldout": 0})
         c["heldout" if f.heldout else "train"] += 1
+    if args.type_inputs < 0:
+        raise ValueError("--type-inputs must be 0 (off) or more")
     variants = D.type_variants(train_fields, args.variants, args.type_inputs)
     log(f"simulating {len(train_fields)} training fields through family phones (per field: {variants}), "
         f"{len(held_fields)} held out: {counts}")
@@ -114,7 +116,7 @@ def balance_by_type(pairs: list[D.Pair], targets: dict | None = None) -> tuple[l
             t = sampletypes.of_pair(p.name)
             w = glass_white(p.phone) if t else None
             if w is not None:
-                slides.setdefault(t, {}).setdefault(sampletypes.slide_of(p.name), []).append(w)
+                slides.setdefault(t, {}).setdefault(p.slide or p.name, []).append(w)
         for t, by_slide in slides.items():
             if len(by_slide) >= MIN_SLIDES:
                 targets[t] = np.median([w for ws in by_slide.values() for w in ws], axis=0)
@@ -228,7 +230,7 @@ def training_white(sampler: D.PatchSampler, per_type: int = 100) -> dict:
 
     chosen = {t: idx[:: max(1, len(idx) // per_type)] for t, idx in inputs_by_type(sampler).items() if t}
     return input_white({t: [sampler.inputs[i] for i in idx] for t, idx in chosen.items()},
-                       {t: [sampler.names[i] for i in idx] for t, idx in chosen.items()})
+                       {t: [sampler.slides[i] for i in idx] for t, idx in chosen.items()})
 
 
 def train(args) -> int:

@@ -469,7 +469,7 @@ def test_the_preview_judges_scope_on_the_balanced_frame_the_network_gets(state, 
 
     slides = [sample_rgb(n) for n in BLOOD]
     raw = {"input_stats": summarise(slides, ["blood"] * len(slides)),
-           "input_white": input_white({"blood": slides * 7})}   # 21 >= MIN_SLIDES, as a trained card's
+           "input_white": input_white({"blood": slides * 7})}   # 21 unlabelled inputs, each a slide: >= MIN_SLIDES
     picture = (cast(slides[0], (1.5, 1.0, 0.6)) * 255).round().astype(np.uint8)
     assert Scope.from_card(raw).check(picture, False), "the cast alone is out of scope"
     caplog.set_level(logging.WARNING, logger="phonescope")

@@ -92,7 +92,7 @@ def test_the_training_range_per_sample_type():
     got = input_white({"blood": slides + [texture], "tissue": [texture]})
     assert set(got) == {"blood"}
     b = got["blood"]
-    assert b["images"] == b["slides"] == len(slides)      # without names each input counts as a slide
+    assert b["images"] == b["slides"] == len(slides)      # without slide labels each input counts as one
     assert np.all(np.asarray(b["log_spread"]) > 0) and np.all(np.asarray(b["log_spread"]) < 0.15)
     whites = np.array([glass_white(s) for s in slides])
     assert np.allclose(b["median"], np.median(whites, axis=0), atol=1e-4)
@@ -120,8 +120,8 @@ def test_the_range_counts_slides_not_slides_through_many_phones():
     A card from before the count was kept falls back on its training fields per type, then its inputs."""
     rng = np.random.default_rng(5)
     inputs = [cast(sample_rgb(n), rng.uniform(0.8, 1.2, 3)) for n in BLOOD[:2] for _ in range(18)]
-    names = [f"malaria__{n}_v{k}" for n in BLOOD[:2] for k in range(18)]
-    got = input_white({"malaria": inputs}, {"malaria": names})["malaria"]
+    slides = [f"malaria__{n}" for n in BLOOD[:2] for _ in range(18)]
+    got = input_white({"malaria": inputs}, {"malaria": slides})["malaria"]
     assert got["images"] == 36 and got["slides"] == 2
     assert WhiteBalance.from_card({"input_white": {"malaria": got}}, "malaria") is None
     assert "2 training slides" in WhiteBalance.why_none({"input_white": {"malaria": got}}, "malaria")

@@ -93,5 +93,8 @@ def test_a_type_with_few_fields_is_seen_through_more_phones_with_the_same_first_
     assert len(by_type["blood"]) == 15 and len(by_type["malaria"]) == 12
     assert abs(sum(p.weight for p in by_type["blood"]) - sum(p.weight for p in by_type["malaria"])) < 1e-9
     fewer = {p.name: p.phone for p in D.simulate_family_pairs(fields[5:], 3, workers=1)}
+    assert len(fewer) == 6 and set(fewer) <= {p.name for p in by_type["malaria"]}
     assert all(np.array_equal(fewer[p.name], p.phone) for p in by_type["malaria"] if p.name in fewer)
-    assert len(fewer) == 6
+    assert {p.slide for p in pairs} == {f.name for f in fields}
+    assert [p.name for p in D.simulate_family_pairs(fields[5:], {"malaria": 1}, workers=1)] == \
+        ["malaria__m0", "malaria__m1"]                # one phone each: no _v0

@@ -38,7 +38,7 @@ def test_patch_sampler_keeps_pairs_aligned():
 
 def test_the_training_phones_glass_is_kept_per_sample_type():
     """training_white: the card's input_white from the training inputs, by the pairs' type prefix, and
-    from how many slides (a name without its _v<k>);
+    from how many slides (Pair.slide, else the name);
     untyped pairs (a new phone's registered pairs) give none."""
     from edge.imageio import read_rgb8
     from models.data import Pair, PatchSampler
@@ -48,7 +48,8 @@ def test_the_training_phones_glass_is_kept_per_sample_type():
     names = ["BloodImage_00004", "BloodImage_00090", "BloodImage_00130"]
     pairs = [Pair(f"blood__{n}", read_rgb8(SAMPLES / "phone" / f"{n}.jpg"),
                   read_rgb8(SAMPLES / "reference" / f"{n}.jpg"), 1.0) for n in names]
-    pairs.append(Pair(f"blood__{names[0]}_v1", pairs[0].phone, pairs[0].reference, 1.0))  # another phone
+    pairs.append(Pair(f"blood__{names[0]}_v1", pairs[0].phone, pairs[0].reference, 1.0,
+                      slide=f"blood__{names[0]}"))                                    # another phone
     pairs.append(Pair("plain", pairs[0].phone, pairs[0].reference, 1.0))
     got = training_white(PatchSampler(pairs, 32))
     assert set(got) == {"blood"} and got["blood"]["images"] == 4 and got["blood"]["slides"] == 3
@@ -56,8 +57,8 @@ def test_the_training_phones_glass_is_kept_per_sample_type():
 
 
 def test_family_training_brings_each_types_glass_to_one_colour_where_enough_slides_show_it():
-    """balance_by_type: blood smears through 20 family phones (20 slides by name, variants of one count
-    once) leave training with one glass colour, and the held-out pairs are balanced to the training
+    """balance_by_type: blood smears through 20 family phones (20 slides, two phones of one count once)
+    leave training with one glass colour, and the held-out pairs are balanced to the training
     pairs' target; a type with fewer slides, and pairs without a type, are left as they are."""
     from edge.glass import MIN_SLIDES, glass_white
     from edge.imageio import read_rgb8
@@ -68,7 +69,8 @@ def test_family_training_brings_each_types_glass_to_one_colour_where_enough_slid
     phones = [degrade(ref, random_phone(np.random.default_rng(s), "f"), seed=s)[0] for s in range(MIN_SLIDES + 1)]
     before = np.array([glass_white(p) for p in phones])
     assert np.ptp(np.log(before), axis=0).max() > 0.15, "the family's white balances differ"
-    pairs = [D.Pair(f"blood__slide{i}_v{k}", phones[i + k], ref) for i in range(MIN_SLIDES) for k in (0, 1)]
+    pairs = [D.Pair(f"blood__slide{i}_v{k}", phones[i + k], ref, slide=f"blood__slide{i}")
+             for i in range(MIN_SLIDES) for k in (0, 1)]
     pairs += [D.Pair("tissue__one", phones[0], ref), D.Pair("plain", phones[1], ref)]
     out, targets = balance_by_type(pairs)
     assert set(targets) == {"blood"}
@@ -79,3 +81,5 @@ def test_family_training_brings_each_types_glass_to_one_colour_where_enough_slid
     assert same is targets and np.abs(np.log(glass_white(held[0].phone) / targets["blood"])).max() < 0.02
     few, none = balance_by_type(pairs[: 2 * (MIN_SLIDES - 1)])   # 19 slides in 38 pairs: not enough
     assert none == {} and all(a is b for a, b in zip(few, pairs))
+    unnamed = [D.Pair(p.name, p.phone, ref) for p in pairs[: 2 * (MIN_SLIDES - 1)]]   # registered pairs:
+    assert set(balance_by_type(unnamed)[1]) == {"blood"}                            # each its own field
