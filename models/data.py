@@ -64,6 +64,9 @@ class Pair:
     weight: float = 1.0     # how often the patch sampler draws from it (relative)
     slide: str = ""         # the field it shows, where several phones show one ("": its name)
 
+    def __post_init__(self):
+        self.slide = self.slide or self.name
+
 
 def simulate_pairs(paths: list[Path], profile: PhoneOptics = DEFAULT_PHONE, variants: int = 1,
                    salt: int = 0, workers: int = 2, progress=None) -> list[Pair]:
@@ -112,7 +115,7 @@ class PatchSampler:
         self.inputs = [resample_to(p.phone, p.reference.shape[:2]) for p in pairs]
         self.targets = [p.reference for p in pairs]
         self.names = [p.name for p in pairs]
-        self.slides = [p.slide or p.name for p in pairs]
+        self.slides = [p.slide for p in pairs]
         self.patch, self.align = patch, align
         self.rng = np.random.default_rng(seed)
         w = np.array([p.weight for p in pairs], np.float64)

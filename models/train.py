@@ -116,7 +116,7 @@ def balance_by_type(pairs: list[D.Pair], targets: dict | None = None) -> tuple[l
             t = sampletypes.of_pair(p.name)
             w = glass_white(p.phone) if t else None
             if w is not None:
-                slides.setdefault(t, {}).setdefault(p.slide or p.name, []).append(w)
+                slides.setdefault(t, {}).setdefault(p.slide, []).append(w)
         for t, by_slide in slides.items():
             if len(by_slide) >= MIN_SLIDES:
                 targets[t] = np.median([w for ws in by_slide.values() for w in ws], axis=0)

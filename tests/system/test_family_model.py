@@ -29,9 +29,8 @@ def test_the_family_model_improves_the_shipped_slides_through_phones_it_never_sa
     type so that evaluate balances the blood smears' glass: the model beats its input per type on SSIM and
     PSNR (blood by over 1 dB; this H&E slide, torchstain_target, held out of training and not balanced
     since the balance counts slides: measured 16.82 -> 17.67 dB, asserted over 0.5), and on blood
-    smears' colour. Not on this
-    H&E slide's colour (11.14 -> 11.30 CIEDE2000; 13.27 when its glass was balanced): a known limit, in
-    the README."""
+    smears' colour. Not on this H&E slide's colour (11.14 -> 11.30 CIEDE2000; 13.27 when its glass was
+    balanced): a known limit, in the README."""
     for sub in ("phone", "reference"):
         (tmp_path / sub).mkdir()
     for sample, names in SLIDES.items():
