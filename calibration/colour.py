@@ -1,70 +1,15 @@
-"""Colour calibration from a photographed 24-patch colour chart.
-
-Reference values are colour-science's ColorChecker24 (after November 2014),
-adapted to D65 and expressed in linear sRGB. The fit is colour-science's
-colour-correction matrix on linear RGB: 'linear' (a 3x3 matrix, Cheung 2004
-with 3 terms) or 'root-polynomial' (Finlayson 2015, degree 2, which is
-exposure-invariant). The patches are sampled from the photo after a
-perspective warp given by the chart's four corners.
+"""Colour calibration from a photographed 24-patch colour chart: the chart, sampling and fit live in
+edge/colourchart.py (the simulator calibrates its phones with them too); this adds the per-patch CIEDE2000
+that `phonescope calibrate colour` reports.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from edge.colourspace import colour_science, srgb_to_lab, srgb_to_linear
-from edge.profile import CCM_METHODS as METHODS
+from edge.colourchart import CHART, COLS, ROWS, fit, reference_srgb, render_chart, sample_patches  # noqa: F401
+from edge.colourspace import colour_science, srgb_to_lab
 
 colour = colour_science()
-CHART = "ColorChecker24 - After November 2014"
-ROWS, COLS = 4, 6
-
-
-def reference_srgb() -> np.ndarray:
-    """The 24 patches as sRGB-encoded values in [0, 1] (D65), row by row."""
-    cc = colour.CCS_COLOURCHECKERS[CHART]
-    xyy = np.array(list(cc.data.values()))
-    xyz = colour.xyY_to_XYZ(xyy)
-    rgb = colour.XYZ_to_sRGB(xyz, illuminant=cc.illuminant, chromatic_adaptation_transform="Bradford")
-    return np.clip(rgb, 0, 1).astype(np.float32)
-
-
-def render_chart(patch: int = 60, gap: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """A synthetic chart image (sRGB float) and its corner points (TL, TR, BR, BL) for tests and demos."""
-    ref = reference_srgb()
-    h = ROWS * patch + (ROWS + 1) * gap
-    w = COLS * patch + (COLS + 1) * gap
-    img = np.full((h, w, 3), 0.05, np.float32)
-    for i in range(ROWS):
-        for j in range(COLS):
-            y, x = gap + i * (patch + gap), gap + j * (patch + gap)
-            img[y:y + patch, x:x + patch] = ref[i * COLS + j]
-    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    return img, corners
-
-
-def sample_patches(img: np.ndarray, corners: np.ndarray, inner: float = 0.5) -> np.ndarray:
-    """Median colour of the central part of each patch; corners are the chart's outer corners."""
-    cw, ch = 600, 400
-    dst = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float32)
-    m = cv2.getPerspectiveTransform(np.asarray(corners, np.float32), dst)
-    flat = cv2.warpPerspective(img.astype(np.float32), m, (cw, ch), flags=cv2.INTER_AREA)
-    out = np.zeros((ROWS * COLS, 3), np.float32)
-    pw, ph = cw / COLS, ch / ROWS
-    for i in range(ROWS):
-        for j in range(COLS):
-            cy, cx = (i + 0.5) * ph, (j + 0.5) * pw
-            ry, rx = ph * inner * 0.5 * 0.7, pw * inner * 0.5 * 0.7
-            roi = flat[int(cy - ry):int(cy + ry), int(cx - rx):int(cx + rx)]
-            out[i * COLS + j] = np.median(roi.reshape(-1, 3), axis=0)
-    return out
-
-
-def fit(measured_srgb: np.ndarray, method: str = "root-polynomial") -> np.ndarray:
-    """Colour-correction matrix on linear RGB from measured to reference patches."""
-    name, kw = METHODS[method]
-    return np.asarray(colour.characterisation.matrix_colour_correction(
-        srgb_to_linear(measured_srgb), srgb_to_linear(reference_srgb()), method=name, **kw), np.float32)
 
 
 def delta_e(patches_srgb: np.ndarray) -> np.ndarray:

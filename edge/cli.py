@@ -105,6 +105,8 @@ def add_kiosk_commands(sub) -> None:
                    help="the slides' type (%s): without --model, the shipped model for it; an image whose glass "
                         "lies outside the model's range for it is white-balanced into it (edge/glass.py); "
                         "default: none" % " | ".join(TYPES))
+    e.add_argument("--profile", metavar="JSON", help="a kiosk's calibration profile (phonescope calibrate), "
+                   "applied to each image before the model as the daemon does: for camera frames as taken")
     e.set_defaults(func=cmd_enhance)
 
     b = sub.add_parser("bench", help="measure inference speed; prints JSON")

@@ -8,6 +8,7 @@ from edge.errors import UserError
 from edge.enhancer import Enhancer, EngineError, ModelError
 from edge.glass import WhiteBalance
 from edge.imageio import ImageError, read_image, write_image
+from edge.profile import ProfileError, load as load_profile, model_misfit
 from edge.scope import Scope
 from edge.tiling import TilingError
 
@@ -23,6 +24,14 @@ def run(args) -> int:
     except (ModelError, EngineError) as e:
         raise UserError(str(e)) from None
     card = enhancer.card
+    try:
+        profile = load_profile(args.profile) if args.profile else None
+    except ProfileError as e:
+        enhancer.close()
+        raise UserError(str(e)) from None
+    uncalibrated = model_misfit(profile, card)
+    if uncalibrated:
+        print(f"note: {uncalibrated.replace('set [calibration] profile', 'pass it as --profile')}", file=sys.stderr)
     if args.sample and enhancer.balance is None:
         print(f"note: {WhiteBalance.why_none(card.raw, args.sample)}", file=sys.stderr)
     print(f"model {card.name} {card.version} (scale {card.scale:g}), backend {enhancer.engine.name}: {why}",
@@ -38,6 +47,9 @@ def run(args) -> int:
             continue
         try:
             rgb, notes, bits = read_image(src)
+            if profile is not None:   # as the daemon calibrates its frames before the model
+                profile.check_size(rgb.shape)
+                rgb = profile.apply(rgb)
             if scope:
                 why = scope.check(enhancer.resample(enhancer.balanced(rgb)))
                 out_of_scope += bool(why)
@@ -49,7 +61,7 @@ def run(args) -> int:
             print(f"{e}", file=sys.stderr)
             failed += 1
             continue
-        except (EngineError, TilingError) as e:
+        except (EngineError, TilingError, ValueError) as e:
             print(f"{src}: {e}", file=sys.stderr)
             failed += 1
             continue

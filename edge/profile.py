@@ -74,6 +74,24 @@ class Profile:
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def model_misfit(profile: Profile | None, card) -> str | None:
+    """One line when the frames the model gets are not calibrated as its training inputs were (the card's
+    training.calibrated_input: which of colour, flat, dark): a model trained on colour-calibrated phones
+    relies on the phone's colour response having been measured, and one trained on raw frames on its not.
+    card: the model's ModelCard (its name and raw card)."""
+    trained = set((card.raw.get("training") or {}).get("calibrated_input") or [])
+    applied = set() if profile is None else \
+        {k for k, v in (("colour", profile.colour), ("flat", profile.flat), ("dark", profile.dark)) if v is not None}
+    if "colour" in trained and "colour" not in applied:
+        where = "no calibration profile is set" if profile is None else f"profile {profile.path} has no colour section"
+        return (f"model {card.name} was trained on colour-calibrated images, but {where}: photograph the colour "
+                f"chart, run phonescope calibrate colour and set [calibration] profile")
+    if applied - trained:
+        return (f"calibration profile {profile.path} is applied ({', '.join(sorted(applied - trained))}), but model "
+                f"{card.name} was not trained on calibrated images: retrain it on pairs made with this profile")
+    return None
+
+
 def correct_flat(rgb: np.ndarray, flat: np.ndarray | None, dark: np.ndarray | None) -> np.ndarray:
     """(x - dark) / flat in linear light, for sRGB float input; frames of another size are refused."""
     lin = srgb_to_linear(rgb)

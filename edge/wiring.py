@@ -41,7 +41,7 @@ from edge.modelcard import ModelCard, ModelError, model_path
 from edge.notices import Notices
 from edge.operator import OperatorState
 from edge.preview import PreviewLoop, PreviewSlot
-from edge.profile import Profile, ProfileError, load
+from edge.profile import Profile, ProfileError, load, model_misfit
 from edge.service import Notifier, setup_logging
 from edge.sinks import Sink
 from edge.sinks.auto import open_preview
@@ -104,14 +104,11 @@ def open_keys(cfg: dict, sink: Sink):
     return keys
 
 
-def load_profile(cfg: dict, card: ModelCard) -> Profile | None:
+def load_profile(cfg: dict) -> Profile | None:
     path = cfg["calibration"]["profile"]
     if not path:
         return None
     profile = load(path)
-    if not (card.raw.get("training") or {}).get("calibrated_input"):
-        log.warning("calibration profile %s is applied, but model %s was not trained on calibrated "
-                    "images: retrain it on pairs made with this profile", path, card.name)
     log.info("calibration profile %s version %d", path, profile.version)
     return profile
 
@@ -172,10 +169,13 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
         undo.callback(engine.close)
         enhancer = Enhancer(engine, card, m["tile"], m["batch"], m["sample"])
         self_test(enhancer)
-        profile = load_profile(cfg, card)
+        profile = load_profile(cfg)
     except (ModelError, EngineError, ProfileError) as e:
         raise UserError(str(e), EX_CONFIG) from None
     log.info("model %s %s on %s: %s", card.name, card.version, engine.name, why)
+    uncalibrated = model_misfit(profile, card)
+    if uncalibrated:
+        log.warning("%s", uncalibrated)
     if m["sample"] and enhancer.balance is None:
         log.warning("%s", WhiteBalance.why_none(card.raw, m["sample"]))
     storage = Storage(state, cfg["storage"]["min_free_mb"])
@@ -197,6 +197,8 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
     if misfit:
         log.warning("%s", misfit)
         notices.set("camera settings", misfit)
+    if uncalibrated:
+        notices.set("calibration", uncalibrated)
     supervisor = CameraSupervisor(cam["source"], cam["fps"], clock)
     latest, slot = LatestFrame(), PreviewSlot()
     reader = CameraReader(lambda: (twins.open_source or open_source)(cfg), supervisor, latest)

@@ -76,6 +76,9 @@ def add_commands(sub) -> None:
     t.add_argument("--type-inputs", type=int, default=0, metavar="N",
                    help="with --family: each sample type through at least N field x phone combinations "
                         "(a type with few fields gets more phones per field; 0: --variants for every type)")
+    t.add_argument("--colour-calibrated", action="store_true",
+                   help="with --family: each phone image colour-corrected by its phone's chart profile, for a "
+                        "kiosk whose calibration profile has a colour section (phonescope calibrate colour)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--workers", type=int, default=2)

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 
 from edge import sampletypes
+from edge.colourchart import simulated_phone_ccm
+from edge.profile import apply_ccm
 from edge.imageio import ImageError, list_images, read_rgb8, write_image
 from edge.simulator import DEFAULT_PHONE, PhoneOptics, degrade, random_phone
 from edge.workers import process_pool
@@ -215,10 +217,17 @@ def sampling_weights(fields: list[Field]) -> list[float]:
     return [weights[id(f)] for f in fields]
 
 
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Float RGB in [0, 1] (clipped) as uint8, rounded."""
+    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
 def _simulate_family(args) -> tuple[np.ndarray, dict]:
-    image, seed = args
+    image, seed, calibrated = args
     phone = random_phone(np.random.default_rng(seed), f"family-{seed}")
     out, _ = degrade(image, phone, seed=seed)
+    if calibrated:   # the phone's chart profile applied, as a calibrated kiosk's preprocessing does
+        out = to_uint8(apply_ccm(out.astype(np.float32) / 255.0, simulated_phone_ccm(phone, seed)))
     return out, phone.to_dict()
 
 
@@ -234,17 +243,18 @@ def type_variants(fields: list[Field], variants: int, min_inputs: int) -> dict:
 
 
 def simulate_family_pairs(fields: list[Field], variants: int | dict = 1, salt: int = 0, workers: int = 2,
-                          progress=None) -> list[Pair]:
+                          progress=None, calibrated: bool = False) -> list[Pair]:
     """Each field through `variants` phones drawn from the randomised family (seeded by name, so that a
     field's first k phones are the same whatever the count); `variants` per sample type as a dict
-    (type_variants)."""
+    (type_variants). calibrated: each phone image is colour-corrected by its phone's chart profile
+    (edge.colourchart.simulated_phone_ccm), as a kiosk with `phonescope calibrate colour` sees it."""
     per = (lambda f: variants) if isinstance(variants, int) else (lambda f: variants[f.sample])
     single = all(per(f) == 1 for f in fields)
     jobs = [(f, k) for f in fields for k in range(per(f))]
     weights = sampling_weights(fields) if fields else []
     wmap = {id(f): w for f, w in zip(fields, weights)}
     out: list[Pair] = []
-    args = [(f.image, zlib.crc32(f"{f.name}:{k}:{salt}".encode())) for f, k in jobs]
+    args = [(f.image, zlib.crc32(f"{f.name}:{k}:{salt}".encode()), calibrated) for f, k in jobs]
     with process_pool(workers) as ex:
         for i, ((phone, _), (f, k)) in enumerate(zip(ex.map(_simulate_family, args, chunksize=2), jobs)):
             out.append(Pair(f.name if single else f"{f.name}_v{k}", phone, f.image,

@@ -94,6 +94,10 @@ def run(args) -> int:
         enhancer, why = Enhancer.open(args.model, args.backend, args.tile)
     except (ModelError, EngineError) as e:
         raise UserError(str(e)) from None
+    if "colour" in ((enhancer.card.raw.get("training") or {}).get("calibrated_input") or []):
+        print(f"note: model {enhancer.card.name} was trained on colour-calibrated images: its pairs' phone images "
+              f"should be too (python -m models.heldout --colour-calibrated, or registered from frames a colour "
+              f"profile corrected)", file=sys.stderr)
     try:
         result = evaluate_pairs(enhancer, pairs, group=args.group, balance=not args.no_balance)
     except EngineError as e:

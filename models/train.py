@@ -84,8 +84,10 @@ def _prepare_family(args, out: Path):
     log(f"simulating {len(train_fields)} training fields through family phones (per field: {variants}), "
         f"{len(held_fields)} held out: {counts}")
     bar = _progress("simulate")
-    train_pairs = D.simulate_family_pairs(train_fields, variants, salt=0, workers=args.workers, progress=bar)
-    held_pairs = D.simulate_family_pairs(held_fields, 1, salt=1, workers=args.workers)
+    calibrated = bool(getattr(args, "colour_calibrated", False))
+    train_pairs = D.simulate_family_pairs(train_fields, variants, salt=0, workers=args.workers, progress=bar,
+                                          calibrated=calibrated)
+    held_pairs = D.simulate_family_pairs(held_fields, 1, salt=1, workers=args.workers, calibrated=calibrated)
     D.write_pairs(held_pairs, out / "heldout")   # as the phones gave them: evaluate balances them by type
     train_pairs, balanced = balance_by_type(train_pairs)
     held_pairs, _ = balance_by_type(held_pairs, balanced)   # the validation crops, as at run time
@@ -96,7 +98,8 @@ def _prepare_family(args, out: Path):
               "train_images": [f.name for f in train_fields], "heldout_images": [f.name for f in held_fields],
               "variants": args.variants, "variants_by_type": variants,
               "weighting": "sample types equally, by area, sharp references up to 2x",
-              "glass_balanced": {t: [round(float(v), 5) for v in w] for t, w in balanced.items()}}
+              "glass_balanced": {t: [round(float(v), 5) for v in w] for t, w in balanced.items()},
+              "colour_calibrated": calibrated}
     return train_pairs, held_pairs, origin, 1.0
 
 

@@ -116,3 +116,42 @@ def test_an_input_unlike_the_training_inputs_is_warned_about_once(tmp_path):
     assert any("already sharp" in w for w in warnings), r.stderr
     assert "2 of 6 file(s) out of the model's scope" in r.stderr
     assert (tmp_path / "out" / "benchtop-b.png").is_file()
+
+
+def test_a_calibration_profile_is_applied_before_the_model_and_a_missing_one_is_said(tmp_path, tiny_model):
+    """`enhance --profile` calibrates each file as the daemon calibrates its frames; a model trained on
+    colour-calibrated images (its card's training.calibrated_input) says so when run without one."""
+    import json
+    import shutil
+
+    from edge.imageio import write_image
+    from edge.modelcard import card_path
+    from tests.helpers import distorted_chart
+
+    photo, corners = distorted_chart()
+    write_image(tmp_path / "chart.png", photo, bits=16)
+    prof = tmp_path / "kiosk.json"
+    r = run_cli("calibrate", "colour", tmp_path / "chart.png", "--corners", " ".join(map(str, corners.ravel())),
+                "--profile", prof)
+    assert r.returncode == 0, r.stderr
+    plain = run_cli("enhance", PHONE, "--out", tmp_path / "plain", "--model", tiny_model)
+    cal = run_cli("enhance", PHONE, "--out", tmp_path / "cal", "--model", tiny_model, "--profile", prof)
+    assert plain.returncode == 0 and cal.returncode == 0, plain.stderr + cal.stderr
+    a = cv2.imread(str(tmp_path / "plain" / "BloodImage_00004.png")).astype(int)
+    b = cv2.imread(str(tmp_path / "cal" / "BloodImage_00004.png")).astype(int)
+    assert np.abs(a - b).mean() > 2, "the profile's colour correction reached the model's input"
+    assert "not trained on calibrated images" in cal.stderr and "calibrated" not in plain.stderr
+
+    model = tmp_path / "calibrated.onnx"
+    shutil.copy(tiny_model, model)
+    card = json.loads(card_path(tiny_model).read_text())
+    card["training"]["calibrated_input"] = ["colour"]
+    card_path(model).write_text(json.dumps(card))
+    r = run_cli("enhance", PHONE, "--out", tmp_path / "o", "--model", model)
+    assert r.returncode == 0 and "trained on colour-calibrated images" in r.stderr and "--profile" in r.stderr
+    r = run_cli("enhance", PHONE, "--out", tmp_path / "o2", "--model", model, "--profile", prof)
+    assert r.returncode == 0 and "calibrated" not in r.stderr, r.stderr
+    (tmp_path / "bad.json").write_text("{ not json")
+    r = run_cli("enhance", PHONE, "--out", tmp_path / "o3", "--model", model, "--profile", tmp_path / "bad.json")
+    assert r.returncode == 1 and "bad.json" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2
