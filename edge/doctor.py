@@ -146,7 +146,7 @@ def _check_gstreamer(cfg, out):
 def _check_gpu(cfg, out):
     """TensorRT, the engine for this model and settings, and access to the GPU's render nodes."""
     from edge.engines import meta
-    from edge.modelcard import ModelError, load_card, model_path
+    from edge.modelcard import ModelError, configured_model, load_card
 
     jetson = Path("/etc/nv_tegra_release").exists()
     machine, why = meta.probe_machine()
@@ -158,7 +158,7 @@ def _check_gpu(cfg, out):
             out("OK", "tensorrt", f"not used here: {why}")
     else:
         out("OK", "gpu", f"TensorRT {machine.tensorrt_version} on {machine.gpu_name} (sm {machine.compute_capability})")
-        model = model_path(cfg["model"]["path"], cfg["model"]["sample"])
+        model = configured_model(cfg)
         try:
             sha = load_card(model).onnx_sha256
             settings = meta.settings_from(cfg["model"]["tile"], cfg["model"]["batch"])

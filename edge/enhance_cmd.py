@@ -20,15 +20,15 @@ def run(args) -> int:
     except OSError as e:
         raise UserError(f"cannot create output folder {out_dir}: {e.strerror}") from None
     try:
-        enhancer, why = Enhancer.open(args.model, args.backend, args.tile, sample=args.sample)
+        profile = load_profile(args.profile) if args.profile else None
+    except ProfileError as e:
+        raise UserError(str(e)) from None
+    try:
+        enhancer, why = Enhancer.open(args.model, args.backend, args.tile, sample=args.sample,
+                                      colour_calibrated=bool(profile and profile.colour))
     except (ModelError, EngineError) as e:
         raise UserError(str(e)) from None
     card = enhancer.card
-    try:
-        profile = load_profile(args.profile) if args.profile else None
-    except ProfileError as e:
-        enhancer.close()
-        raise UserError(str(e)) from None
     uncalibrated = model_misfit(profile, card)
     if uncalibrated:
         print(f"note: {uncalibrated.replace('set [calibration] profile', 'pass it as --profile')}", file=sys.stderr)

@@ -50,8 +50,9 @@ class Enhancer:
     @classmethod
     def open(cls, model: str | Path | None = None, backend: str = "auto", tile: int | None = None,
              batch: int = 4, threads: int | None = None, arena: bool = True,
-             sample: str = "") -> tuple["Enhancer", str]:
-        path = model_path(model, sample)
+             sample: str = "", colour_calibrated: bool = False) -> tuple["Enhancer", str]:
+        """colour_calibrated: the frames are corrected by a colour profile (chooses the shipped model)."""
+        path = model_path(model, sample, colour_calibrated)
         card = load_card(path)
         engine, why = open_engine(path, backend, alignment=card.alignment, threads=threads, tile=tile,
                                   batch=batch, onnx_sha256=card.onnx_sha256, arena=arena)

@@ -23,11 +23,28 @@ SAMPLE_MODELS = {"blood": "phonescope-family", "tissue": "phonescope-family",
                  "ihc": "phonescope-ihc", "malaria": "phonescope-family"}
 
 
-def model_path(path: str | Path | None = None, sample: str = "") -> Path:
-    """The model to run: the one named, else the shipped model for the slide type, else the default."""
+# ... on a kiosk whose calibration profile has a colour section (phonescope calibrate colour): the model
+# trained on colour-calibrated family phones, for the types where it did better than the above there
+# (README, "A colour-calibrated kiosk").
+CALIBRATED_MODELS: dict = {}
+
+
+def model_path(path: str | Path | None = None, sample: str = "", colour_calibrated: bool = False) -> Path:
+    """The model to run: the one named, else the shipped model for the slide type (the colour-calibrated
+    one for a kiosk with a colour profile, where there is one for the type), else the default."""
     if path:
         return Path(path)
-    return ZOO / f"{SAMPLE_MODELS[sample]}.onnx" if sample else DEFAULT_MODEL
+    if not sample:
+        return DEFAULT_MODEL
+    return ZOO / f"{(colour_calibrated and CALIBRATED_MODELS.get(sample)) or SAMPLE_MODELS[sample]}.onnx"
+
+
+def configured_model(cfg: dict) -> Path:
+    """The model a kiosk's configuration runs ([model] path and sample, [calibration] profile)."""
+    from edge.profile import has_colour
+
+    m = cfg["model"]
+    return model_path(m["path"], m["sample"], has_colour(cfg["calibration"]["profile"]))
 
 
 class ModelError(Exception):
@@ -110,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     try:
-        m = config.load(args[0] if args else None)["model"]
-        path = model_path(m["path"], m["sample"]).resolve()
+        cfg = config.load(args[0] if args else None)
+        m = cfg["model"]
+        path = configured_model(cfg).resolve()
         if not path.is_file():
             raise UserError(f"{m['path'] or path!r}: no such model file ([model] path)")
     except UserError as e:

@@ -114,6 +114,17 @@ def apply_ccm(rgb: np.ndarray, matrix: np.ndarray, method: str = "root-polynomia
     return linear_to_srgb(np.asarray(out, np.float32))
 
 
+def has_colour(path: str | Path | None) -> bool:
+    """Whether the profile at path has a colour section: it chooses the shipped model (edge.modelcard). False
+    where there is no profile or it cannot be read, which loading it then reports."""
+    if not path:
+        return False
+    try:
+        return read_doc(Path(path)).get("colour") is not None
+    except ProfileError:
+        return False
+
+
 def read_doc(path: Path) -> dict:
     """The profile's JSON (an empty profile where there is no file yet)."""
     if not path.exists():

@@ -37,7 +37,7 @@ from edge.errors import EX_CONFIG, UserError
 from edge.glass import WhiteBalance
 from edge.inference import InferenceLoop, self_test
 from edge.lock import InstanceLock
-from edge.modelcard import ModelCard, ModelError, model_path
+from edge.modelcard import ModelCard, ModelError, configured_model
 from edge.notices import Notices
 from edge.operator import OperatorState
 from edge.preview import PreviewLoop, PreviewSlot
@@ -61,8 +61,7 @@ log = logging.getLogger("phonescope")
 def open_model(cfg: dict) -> tuple[Engine, ModelCard, str]:
     """The model's engine (backend per [model] backend), its card, and why that backend."""
     m = cfg["model"]
-    enhancer, why = Enhancer.open(model_path(m["path"], m["sample"]), m["backend"], m["tile"], m["batch"],
-                                  arena=m["arena"])
+    enhancer, why = Enhancer.open(configured_model(cfg), m["backend"], m["tile"], m["batch"], arena=m["arena"])
     return enhancer.engine, enhancer.card, why
 
 
@@ -208,7 +207,7 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
         storage, cfg["capture"],
         camera_meta={"source": cam["source"], "configured_size": [cam["width"], cam["height"]], "fps": cam["fps"]},
         static_meta={"model": {"name": card.name, "version": card.version, "sha256": card.onnx_sha256,
-                               "path": str(model_path(m["path"], m["sample"])), "scale": card.scale,
+                               "path": str(configured_model(cfg)), "scale": card.scale,
                                "sample": m["sample"] or None,
                                "white_balance": ({"sample": enhancer.balance.sample,
                                                   "target_linear_rgb": enhancer.balance.target.tolist()}

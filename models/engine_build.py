@@ -23,7 +23,7 @@ from edge.engines import meta as M
 from edge.engines import pixels
 from edge.errors import UserError
 from edge.imageio import atomic_write
-from edge.modelcard import ModelError, load_card, model_path
+from edge.modelcard import ModelError, configured_model, load_card
 
 WORKSPACE_BYTES = 1 << 30
 
@@ -75,7 +75,7 @@ def _context(args):
     from edge import config
 
     cfg = config.load(args.config, {})
-    model = Path(args.model) if args.model else model_path(cfg["model"]["path"], cfg["model"]["sample"])
+    model = Path(args.model) if args.model else configured_model(cfg)
     try:
         card = load_card(model)
     except ModelError as e:

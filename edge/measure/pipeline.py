@@ -125,10 +125,10 @@ def run(args) -> int:
                    + (args.config_extra.replace("\\n", "\n") + "\n" if args.config_extra else ""))
     print(f"engine-only preview throughput from {cw}x{ch} ({args.engine_seconds:g} s)...", file=sys.stderr)
     from edge import config
-    from edge.modelcard import model_path
+    from edge.modelcard import configured_model
 
-    m = config.load(cfg)["model"]
-    e_fps = engine_fps(model_path(m["path"], m["sample"]), (cw, ch), args.engine_seconds, tile=m["tile"])
+    loaded = config.load(cfg)
+    e_fps = engine_fps(configured_model(loaded), (cw, ch), args.engine_seconds, tile=loaded["model"]["tile"])
     state = work / "state"
     env = dict(os.environ)
     env.pop("NOTIFY_SOCKET", None)

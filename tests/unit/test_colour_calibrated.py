@@ -81,3 +81,29 @@ def test_the_kiosk_says_when_its_frames_are_not_calibrated_as_the_model_was_trai
     said = model_misfit(_profile(colour=True, flat=True), _Card(["colour"]))
     assert "(flat)" in said and "not trained on calibrated images" in said
     assert "(colour)" in model_misfit(_profile(), _Card([]))
+
+
+def test_a_colour_profile_chooses_the_calibrated_model_of_the_type_where_there_is_one(tmp_path, monkeypatch):
+    import json
+
+    from edge import config, modelcard
+    from edge.profile import has_colour
+
+    prof = tmp_path / "kiosk.json"
+    prof.write_text(json.dumps({"format": "phonescope-calibration/1", "version": 1, "colour": None}))
+    assert not has_colour(prof) and not has_colour("") and not has_colour(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{")
+    assert not has_colour(tmp_path / "bad.json"), "an unreadable profile is reported when it is loaded"
+    cfg = config.load(None, {})
+    cfg["model"]["sample"], cfg["calibration"]["profile"] = "malaria", str(prof)
+    monkeypatch.setattr(modelcard, "CALIBRATED_MODELS", {"malaria": "cal-m"})
+    assert modelcard.configured_model(cfg) == modelcard.ZOO / f"{modelcard.SAMPLE_MODELS['malaria']}.onnx"
+    prof.write_text(json.dumps({"format": "phonescope-calibration/1", "version": 2,
+                                "colour": {"method": "linear", "matrix": np.eye(3).tolist()}}))
+    assert has_colour(prof) and modelcard.configured_model(cfg) == modelcard.ZOO / "cal-m.onnx"
+    cfg["model"]["sample"] = "ihc"
+    assert modelcard.configured_model(cfg) == modelcard.ZOO / f"{modelcard.SAMPLE_MODELS['ihc']}.onnx"
+    cfg["model"]["path"] = "/x/mine.onnx"
+    assert modelcard.configured_model(cfg) == Path("/x/mine.onnx")
+    cfg["model"]["path"], cfg["model"]["sample"] = "", ""
+    assert modelcard.configured_model(cfg) == modelcard.DEFAULT_MODEL
