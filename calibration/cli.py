@@ -135,7 +135,9 @@ def add_commands(sub) -> None:
     col = csub.add_parser("colour", help="colour-correction matrix from a 24-patch chart photo")
     col.add_argument("image", metavar="IMG")
     col.add_argument("--corners", required=True, help="x,y of the chart's TL, TR, BR, BL corners (8 numbers)")
-    col.add_argument("--method", choices=["linear", "root-polynomial"], default="root-polynomial")
+    col.add_argument("--method", choices=["linear", "root-polynomial", "vandermonde"], default="vandermonde",
+                     help="vandermonde (default): per-channel quadratic and cross-talk, which takes a phone's tone "
+                          "curve too; root-polynomial: exposure-invariant; linear: a 3x3 matrix")
     col.add_argument("--profile", required=True, metavar="FILE")
     col.add_argument("--config", metavar="PATH", help="the kiosk's config, for the camera settings the chart was "
                      "photographed with (default: the installed one)")

@@ -24,7 +24,8 @@ from edge.colourspace import colour_science, linear_to_srgb, srgb_to_linear
 
 FORMAT = "phonescope-calibration/1"
 # colour-science's colour-correction methods, by the names the profile records
-CCM_METHODS = {"linear": ("Cheung 2004", {"terms": 3}), "root-polynomial": ("Finlayson 2015", {"degree": 2})}
+CCM_METHODS = {"linear": ("Cheung 2004", {"terms": 3}), "root-polynomial": ("Finlayson 2015", {"degree": 2}),
+               "vandermonde": ("Vandermonde", {"degree": 2})}
 
 
 class ProfileError(Exception):
@@ -86,6 +87,10 @@ def model_misfit(profile: Profile | None, card) -> str | None:
         where = "no calibration profile is set" if profile is None else f"profile {profile.path} has no colour section"
         return (f"model {card.name} was trained on colour-calibrated images, but {where}: photograph the colour "
                 f"chart, run phonescope calibrate colour and set [calibration] profile")
+    method = (card.raw.get("training") or {}).get("colour_method")
+    if "colour" in trained and method and profile.colour.get("method") != method:
+        return (f"profile {profile.path} corrects colour by {profile.colour.get('method')}, but model {card.name} was "
+                f"trained on images corrected by {method}: run phonescope calibrate colour --method {method}")
     if applied - trained:
         return (f"calibration profile {profile.path} is applied ({', '.join(sorted(applied - trained))}), but model "
                 f"{card.name} was not trained on calibrated images: retrain it on pairs made with this profile")

@@ -14,8 +14,7 @@ import cv2
 import numpy as np
 
 from edge import sampletypes
-from edge.colourchart import simulated_phone_ccm
-from edge.profile import apply_ccm
+from edge.colourchart import calibrated_like_a_kiosk
 from edge.imageio import ImageError, list_images, read_rgb8, write_image
 from edge.simulator import DEFAULT_PHONE, PhoneOptics, degrade, random_phone
 from edge.workers import process_pool
@@ -217,17 +216,12 @@ def sampling_weights(fields: list[Field]) -> list[float]:
     return [weights[id(f)] for f in fields]
 
 
-def to_uint8(rgb: np.ndarray) -> np.ndarray:
-    """Float RGB in [0, 1] (clipped) as uint8, rounded."""
-    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-
-
 def _simulate_family(args) -> tuple[np.ndarray, dict]:
     image, seed, calibrated = args
     phone = random_phone(np.random.default_rng(seed), f"family-{seed}")
     out, _ = degrade(image, phone, seed=seed)
     if calibrated:   # the phone's chart profile applied, as a calibrated kiosk's preprocessing does
-        out = to_uint8(apply_ccm(out.astype(np.float32) / 255.0, simulated_phone_ccm(phone, seed)))
+        out = calibrated_like_a_kiosk(out, phone, seed)
     return out, phone.to_dict()
 
 

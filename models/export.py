@@ -96,6 +96,7 @@ def build_card(net: EnhanceNet, ck: dict, name: str, version: str, onnx_path: Pa
                      "minutes": round(float(ck.get("elapsed_s", 0)) / 60, 1), "init": ck.get("init"),
                      # what of a kiosk's calibration profile its inputs had (edge.wiring.load_profile checks it)
                      "calibrated_input": ["colour"] if (ck.get("origin") or {}).get("colour_calibrated") else [],
+                     "colour_method": (ck.get("origin") or {}).get("colour_method"),
                      "args": {k: v for k, v in (ck.get("args") or {}).items()
                               if k in ("minutes", "batch", "patch", "lr", "variants", "seed", "width", "blocks")},
                      "history_tail": (ck.get("history") or [])[-3:]},

@@ -12,11 +12,8 @@ import argparse
 import zlib
 from pathlib import Path
 
-import numpy as np
-
 from edge import sampletypes
-from edge.colourchart import simulated_phone_ccm
-from edge.profile import apply_ccm
+from edge.colourchart import calibrated_like_a_kiosk
 from edge.simulator import DEFAULT_PHONE, degrade
 from models import data as D
 
@@ -29,13 +26,12 @@ def heldout_pairs(images: list[Path], phones: str = "family", workers: int = 2, 
     fields = [f for f in D.typed_fields(D.list_images(images)) if f.heldout]
     if phones == "family":
         return D.simulate_family_pairs(fields, variants, salt=1, workers=workers, calibrated=calibrated)
-    ccm = simulated_phone_ccm(DEFAULT_PHONE) if calibrated else None
 
     def draw(f: D.Field, k: int) -> D.Pair:
         seed = zlib.crc32(f.name.encode() if k == 0 else f"{f.name}:{k}".encode())
         phone = degrade(f.image, DEFAULT_PHONE, seed=seed)[0]
-        if ccm is not None:
-            phone = D.to_uint8(apply_ccm(phone.astype(np.float32) / 255.0, ccm))
+        if calibrated:
+            phone = calibrated_like_a_kiosk(phone, DEFAULT_PHONE)
         return D.Pair(f.name if variants == 1 else f"{f.name}_v{k}", phone, f.image, 1.0)
     return [draw(f, k) for f in fields for k in range(variants)]
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from edge import sampletypes
+from edge.colourchart import SIMULATED_METHOD
 from edge.simulator import DEFAULT_PHONE, PhoneOptics
 from models import data as D
 from models.baseline import fit_baseline, fit_colour
@@ -99,7 +100,7 @@ def _prepare_family(args, out: Path):
               "variants": args.variants, "variants_by_type": variants,
               "weighting": "sample types equally, by area, sharp references up to 2x",
               "glass_balanced": {t: [round(float(v), 5) for v in w] for t, w in balanced.items()},
-              "colour_calibrated": calibrated}
+              "colour_calibrated": calibrated, "colour_method": SIMULATED_METHOD if calibrated else None}
     return train_pairs, held_pairs, origin, 1.0
 
 

@@ -14,7 +14,7 @@ def test_reference_chart_reads_back_exactly():
     assert C.reference_srgb().shape == (24, 3)
 
 
-@pytest.mark.parametrize("method", ["linear", "root-polynomial"])
+@pytest.mark.parametrize("method", ["linear", "root-polynomial", "vandermonde"])
 def test_known_distortion_is_corrected(method):
     photo, corners = distorted_chart()
     measured = C.sample_patches(photo, corners)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from calibration import colour as C
-from edge.colourchart import render_chart, sample_patches, simulated_phone_ccm
+from edge.colourchart import SIMULATED_METHOD, calibrated_like_a_kiosk, render_chart, sample_patches, simulated_phone_ccm
 from edge.imageio import read_rgb8
 from edge.profile import Profile, apply_ccm, model_misfit
 from edge.simulator import DEFAULT_PHONE, degrade, random_phone
@@ -28,7 +28,7 @@ def test_a_phones_chart_profile_takes_most_of_its_colour_error_away(phone):
     chart, corners = render_chart(patch=120, gap=24)
     shot, _ = degrade(chart, phone.replace(vignetting=0.0), seed=3)
     measured = sample_patches(shot / 255.0, corners * (shot.shape[1] / chart.shape[1]))
-    after = C.delta_e(apply_ccm(measured, simulated_phone_ccm(phone, seed=0)))
+    after = C.delta_e(apply_ccm(measured, simulated_phone_ccm(phone, seed=0), SIMULATED_METHOD))
     before = C.delta_e(measured)
     assert after.mean() < 4.0 and after.mean() < 0.5 * before.mean(), (before.mean(), after.mean())
 
@@ -57,10 +57,9 @@ def test_calibrated_family_pairs_are_their_phones_images_colour_corrected():
 def test_heldout_default_phone_pairs_are_calibrated_by_the_default_phones_profile():
     raw = heldout_pairs([SLIDES / "malaria-giemsa"], "default", workers=1)
     cal = heldout_pairs([SLIDES / "malaria-giemsa"], "default", workers=1, calibrated=True)
-    ccm = simulated_phone_ccm(DEFAULT_PHONE)
     assert raw and [p.name for p in cal] == [p.name for p in raw]
     for r, c in zip(raw, cal):
-        assert np.array_equal(c.phone, D.to_uint8(apply_ccm(r.phone.astype(np.float32) / 255.0, ccm)))
+        assert np.array_equal(c.phone, calibrated_like_a_kiosk(r.phone, DEFAULT_PHONE))
 
 
 class _Card:
@@ -81,6 +80,9 @@ def test_the_kiosk_says_when_its_frames_are_not_calibrated_as_the_model_was_trai
     said = model_misfit(_profile(colour=True, flat=True), _Card(["colour"]))
     assert "(flat)" in said and "not trained on calibrated images" in said
     assert "(colour)" in model_misfit(_profile(), _Card([]))
+    card = _Card(["colour"])
+    card.raw["training"]["colour_method"] = "vandermonde"
+    assert "--method vandermonde" in model_misfit(_profile(), card)   # the profile's is linear
 
 
 def test_a_colour_profile_chooses_the_calibrated_model_of_the_type_where_there_is_one(tmp_path, monkeypatch):
