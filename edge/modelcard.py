@@ -24,9 +24,9 @@ SAMPLE_MODELS = {"blood": "phonescope-family", "tissue": "phonescope-family",
 
 
 # ... on a kiosk whose calibration profile has a colour section (phonescope calibrate colour): the model
-# trained on colour-calibrated family phones, for the types where it did better than the above there
-# (README, "A colour-calibrated kiosk").
-CALIBRATED_MODELS: dict = {}
+# trained on colour-calibrated family phones, better there than any of the above on every type (README,
+# "A colour-calibrated kiosk").
+CALIBRATED_MODELS = {t: "phonescope-family-calibrated" for t in ("blood", "tissue", "ihc", "malaria")}
 
 
 def model_path(path: str | Path | None = None, sample: str = "", colour_calibrated: bool = False) -> Path:
