@@ -94,7 +94,7 @@ def build_card(net: EnhanceNet, ck: dict, name: str, version: str, onnx_path: Pa
                    "note": "clip to [0, 1]"},
         "training": {"origin": ck.get("origin"), "steps": ck.get("step"),
                      "minutes": round(float(ck.get("elapsed_s", 0)) / 60, 1), "init": ck.get("init"),
-                     # what of a kiosk's calibration profile its inputs had (edge.wiring.load_profile checks it)
+                     # what of a kiosk's calibration profile its inputs had (edge.profile.model_misfit checks it)
                      "calibrated_input": ["colour"] if (ck.get("origin") or {}).get("colour_calibrated") else [],
                      "colour_method": (ck.get("origin") or {}).get("colour_method"),
                      "args": {k: v for k, v in (ck.get("args") or {}).items()

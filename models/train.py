@@ -238,6 +238,9 @@ def training_white(sampler: D.PatchSampler, per_type: int = 100) -> dict:
 
 
 def train(args) -> int:
+    if getattr(args, "colour_calibrated", False) and not (args.simulate and args.family):
+        raise ValueError("--colour-calibrated needs --simulate ... --family (registered pairs are calibrated when "
+                         "their phone images are: make them from frames the kiosk's colour profile corrected)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
