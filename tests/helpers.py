@@ -68,6 +68,18 @@ def distorted_chart(seed=0):
     return photo, dst
 
 
+def calibrate_colour(folder: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """`phonescope calibrate colour` on a photo of distorted_chart() (its default method): the profile
+    folder/kiosk.json and the command's result."""
+    from edge.imageio import write_image
+
+    photo, corners = distorted_chart()
+    write_image(folder / "chart.png", photo, bits=16)
+    prof = folder / "kiosk.json"
+    return prof, run_cli("calibrate", "colour", folder / "chart.png", "--corners",
+                         " ".join(map(str, corners.ravel())), "--profile", prof)
+
+
 def replay_folder(folder: Path, pattern: str = "Blood*.jpg") -> Path:
     """A replay camera's folder: the shipped phone samples matching pattern, copied into folder."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,15 +9,11 @@ import numpy as np
 
 from edge.imageio import write_image
 from edge.profile import load
-from tests.helpers import SAMPLES, daemon, distorted_chart, replay_folder, run_cli, status, wait_until
+from tests.helpers import SAMPLES, calibrate_colour, daemon, replay_folder, run_cli, status, wait_until
 
 
 def test_calibrate_colour_from_a_chart_photo(tmp_path):
-    photo, corners = distorted_chart()
-    write_image(tmp_path / "chart.png", photo, bits=16)
-    prof = tmp_path / "kiosk.json"
-    r = run_cli("calibrate", "colour", tmp_path / "chart.png", "--corners", " ".join(map(str, corners.ravel())),
-                "--profile", prof)
+    prof, r = calibrate_colour(tmp_path)
     assert r.returncode == 0, r.stderr
     assert len([ln for ln in r.stdout.splitlines() if ln.strip()[:2].strip().isdigit()]) == 24
     p = load(prof)

@@ -124,15 +124,10 @@ def test_a_calibration_profile_is_applied_before_the_model_and_a_missing_one_is_
     import json
     import shutil
 
-    from edge.imageio import write_image
     from edge.modelcard import card_path
-    from tests.helpers import distorted_chart
+    from tests.helpers import calibrate_colour
 
-    photo, corners = distorted_chart()
-    write_image(tmp_path / "chart.png", photo, bits=16)
-    prof = tmp_path / "kiosk.json"
-    r = run_cli("calibrate", "colour", tmp_path / "chart.png", "--corners", " ".join(map(str, corners.ravel())),
-                "--profile", prof)
+    prof, r = calibrate_colour(tmp_path)
     assert r.returncode == 0, r.stderr
     plain = run_cli("enhance", PHONE, "--out", tmp_path / "plain", "--model", tiny_model)
     cal = run_cli("enhance", PHONE, "--out", tmp_path / "cal", "--model", tiny_model, "--profile", prof)

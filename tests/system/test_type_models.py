@@ -145,13 +145,9 @@ def test_a_kiosk_with_a_colour_profile_runs_the_calibrated_model_and_records_bot
     "malaria"`: the daemon runs phonescope-family-calibrated, says nothing of a calibration misfit, and
     every capture records the model and the profile; the same kiosk without the profile runs the family
     model."""
-    from tests.helpers import distorted_chart
+    from tests.helpers import calibrate_colour
 
-    photo, corners = distorted_chart()
-    write_image(tmp_path / "chart.png", photo, bits=16)
-    prof = tmp_path / "kiosk.json"
-    r = run_cli("calibrate", "colour", tmp_path / "chart.png", "--corners", " ".join(map(str, corners.ravel())),
-                "--profile", prof)
+    prof, r = calibrate_colour(tmp_path)
     assert r.returncode == 0, r.stderr
     frames = tmp_path / "frames"
     frames.mkdir()
