@@ -18,6 +18,7 @@ from edge.colourchart import calibrated_like_a_kiosk
 from edge.imageio import ImageError, list_images, read_rgb8, write_image
 from edge.simulator import DEFAULT_PHONE, PhoneOptics, degrade, random_phone
 from edge.workers import process_pool
+from models.reference_light import evened
 
 
 def is_heldout(path: Path, fraction_in_ten: int = 1) -> bool:
@@ -157,6 +158,7 @@ class Field:
     sample: str | None
     image: np.ndarray     # RGB uint8
     heldout: bool
+    evened: bool = False  # its light was made even from its glass (models.reference_light)
 
 
 def typed_fields(paths: list[Path]) -> list[Field]:
@@ -164,18 +166,22 @@ def typed_fields(paths: list[Path]) -> list[Field]:
     field, held out by name as split() does; a large one gives both: its last quarter (the right, or the
     bottom of a tall one) held out and the rest trained on, so that a type with a few large scans (IHC,
     malaria) is still judged on tissue the model never saw, and two scans of one field hold out the same
-    part of it."""
+    part of it. Each image's own uneven light is taken off first (models.reference_light.evened), or the
+    held-out quarter would be the edge its lamp leaves dark."""
     paths = [p for p in paths if not sampletypes.is_phone_photo(p)]
-    small, large = [], []
+    small, large, even = [], [], set()
     for p in paths:
-        img = read_rgb8(p)
+        raw = read_rgb8(p)
+        img = evened(raw)[0]
+        if img is not raw:
+            even.add(p)
         (large if max(img.shape[:2]) > LARGE else small).append((p, img))
     _, held = split([p for p, _ in small])
     held = set(held)
     out = []
     for p, img in small:
         t = sampletypes.of_path(p)
-        out.append(Field(sampletypes.pair_name(t, p.stem), t, img, p in held))
+        out.append(Field(sampletypes.pair_name(t, p.stem), t, img, p in held, p in even))
     for p, img in large:
         t = sampletypes.of_path(p)
         h, w = img.shape[:2]
@@ -186,9 +192,10 @@ def typed_fields(paths: list[Path]) -> list[Field]:
             cut = h * 3 // 4 // 2 * 2
             train, test = img[:cut], img[cut:]
         test = test[:MAX_REGION, :MAX_REGION]
-        out.append(Field(sampletypes.pair_name(t, p.stem) + "-held", t, np.ascontiguousarray(test), True))
+        out.append(Field(sampletypes.pair_name(t, p.stem) + "-held", t, np.ascontiguousarray(test), True,
+                         p in even))
         out.append(Field(sampletypes.pair_name(t, p.stem), t,
-                         np.ascontiguousarray(train[:MAX_REGION, :MAX_REGION]), False))
+                         np.ascontiguousarray(train[:MAX_REGION, :MAX_REGION]), False, p in even))
     return out
 
 

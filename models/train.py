@@ -100,7 +100,8 @@ def _prepare_family(args, out: Path):
               "variants": args.variants, "variants_by_type": variants,
               "weighting": "sample types equally, by area, sharp references up to 2x",
               "glass_balanced": {t: [round(float(v), 5) for v in w] for t, w in balanced.items()},
-              "colour_calibrated": calibrated, "colour_method": SIMULATED_METHOD if calibrated else None}
+              "colour_calibrated": calibrated, "colour_method": SIMULATED_METHOD if calibrated else None,
+              "references_evened": sorted({f.name.removesuffix("-held") for f in fields if f.evened})}
     return train_pairs, held_pairs, origin, 1.0
 
 

@@ -61,6 +61,9 @@ def test_train_family_on_typed_folders_balances_the_glass_of_a_type_with_enough_
     assert r.returncode == 0, r.stderr
     ck = load_checkpoint(out / "checkpoint.pt")
     assert set(ck["origin"]["glass_balanced"]) == {"blood"}, ck["origin"]
+    from models.data import list_images, typed_fields
+    evened = sorted({f.name.removesuffix("-held") for f in typed_fields(list_images([data])) if f.evened})
+    assert ck["origin"]["references_evened"] == evened     # the record of models/reference_light's work
     white = ck["input_white"]["blood"]
     assert white["images"] >= 20 and max(white["log_spread"]) < 0.03, white
     held = sorted(p.name for p in (out / "heldout" / "phone").iterdir())

@@ -39,9 +39,10 @@ def test_the_model_for_the_type_improves_its_held_out_fields_through_phones_it_n
     """Each held-out field of the type through three phones drawn from the family (seeds no training run
     used): the model `[model] sample` chooses beats its input on SSIM, PSNR and CIEDE2000. The IHC model
     also beats the classical baseline on all three, and the family model (below its input on IHC elsewhere)
-    on PSNR and CIEDE2000. Malaria runs the family model, which on these fields also beat the baseline
-    (measured 26.02 vs 24.38 dB, 5.99 vs 6.28), not asserted: on other family phones its colour does not
-    (README, "One model per slide type")."""
+    on PSNR and CIEDE2000. Malaria runs the family model, which on these fields also beats the baseline's
+    PSNR but not its colour (measured 25.14 vs 24.27 dB, 6.16 vs 5.77 CIEDE2000; not asserted): without
+    a colour profile a tile cannot tell a phone's colour from the slide's (README, "One model per slide
+    type"); a calibrated kiosk's model beats both (the test below)."""
     folder = next(p for p, t in sampletypes.FOLDERS.items() if t == sample)
     for sub in ("phone", "reference"):
         (tmp_path / sub).mkdir()
@@ -106,10 +107,11 @@ def test_on_a_colour_calibrated_kiosk_the_model_for_the_type_beats_its_input_and
     """Each held-out field of the type (tests/slides, the shipped H&E and blood samples) through three phones
     drawn from the family (seeds no training run used), each calibrated from the chart as a kiosk is
     (edge.colourchart): the model a kiosk with a colour profile runs for the type beats the calibrated
-    input and the classical baseline on SSIM, PSNR and CIEDE2000. Malaria: the baseline on all three, the
-    input on SSIM only. Its held-out fields are the right quarter of two benchtop images whose own
-    illumination falls off there (mean grey 0.46 in the last eighth against 0.64 mid-field), which the
-    input keeps and the model, which renders the slide, does not (README, "A colour-calibrated kiosk")."""
+    input and the classical baseline on SSIM, PSNR and CIEDE2000. Malaria's fields are the right quarter of
+    two benchtop scans, MPIDB-Ovale's with its own light evened as every reference whose lamp falls off
+    steeply is (models/reference_light.py): kept dark, the input kept that edge and the model, which
+    renders the slide as lit like the rest, lost to it on PSNR and colour (README, "A colour-calibrated
+    kiosk")."""
     from edge.colourchart import calibrated_like_a_kiosk
     from edge.modelcard import CALIBRATED_MODELS
 
@@ -137,7 +139,7 @@ def test_on_a_colour_calibrated_kiosk_the_model_for_the_type_beats_its_input_and
     print(sample, {k: {q: round(v, 3) for q, v in m[k].items()} for k in ("input", "baseline", "model")})
     better = {"ssim": lambda a, b: a > b, "psnr": lambda a, b: a > b, "ciede2000": lambda a, b: a < b}
     assert all(better[q](m["model"][q], m["baseline"][q]) for q in better), m
-    assert all(better[q](m["model"][q], m["input"][q]) for q in (("ssim",) if sample == "malaria" else better)), m
+    assert all(better[q](m["model"][q], m["input"][q]) for q in better), m
 
 
 def test_a_kiosk_with_a_colour_profile_runs_the_calibrated_model_and_records_both(tmp_path):
