@@ -12,6 +12,8 @@ simulator, which calibrates its simulated phones as a technician would.
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -77,16 +79,29 @@ def fit(measured_srgb: np.ndarray, method: str = "root-polynomial") -> np.ndarra
 SIMULATED_METHOD = "vandermonde"
 
 
+@functools.lru_cache(maxsize=1)
+def _chart_to_photograph() -> tuple[np.ndarray, np.ndarray]:
+    """The chart every simulated phone photographs (rendered once per process: a third of a calibration)."""
+    chart, corners = render_chart(patch=120, gap=24)
+    chart.setflags(write=False)
+    corners.setflags(write=False)
+    return chart, corners
+
+
+@functools.lru_cache(maxsize=64)
 def simulated_phone_ccm(phone, seed: int = 0, method: str = SIMULATED_METHOD) -> np.ndarray:
     """The colour profile a technician would make of a simulated phone (edge.simulator.PhoneOptics): the
     chart photographed through it after flat-field correction (so without vignetting), fitted as
     `phonescope calibrate colour` does. Training and held-out pairs made through it see a phone's colour
-    response measured, as a calibrated kiosk does, instead of guessed from a tile."""
+    response measured, as a calibrated kiosk does, instead of guessed from a tile. Kept per phone and seed
+    (read-only): held-out draws of one phone share one profile, as one kiosk keeps one."""
     from edge.simulator import degrade
 
-    chart, corners = render_chart(patch=120, gap=24)
+    chart, corners = _chart_to_photograph()
     shot, _ = degrade(chart, phone.replace(vignetting=0.0), seed=seed)
-    return fit(sample_patches(shot.astype(np.float32) / 255.0, corners * (shot.shape[1] / chart.shape[1])), method)
+    ccm = fit(sample_patches(shot.astype(np.float32) / 255.0, corners * (shot.shape[1] / chart.shape[1])), method)
+    ccm.setflags(write=False)
+    return ccm
 
 
 def calibrated_like_a_kiosk(phone_image: np.ndarray, phone, seed: int = 0) -> np.ndarray:

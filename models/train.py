@@ -242,6 +242,9 @@ def train(args) -> int:
     if getattr(args, "colour_calibrated", False) and not (args.simulate and args.family):
         raise ValueError("--colour-calibrated needs --simulate ... --family (registered pairs are calibrated when "
                          "their phone images are: make them from frames the kiosk's colour profile corrected)")
+    if getattr(args, "type_inputs", 0) and not (args.simulate and args.family):
+        raise ValueError("--type-inputs needs --simulate ... --family (it sets how many family phones a type's "
+                         "fields are seen through)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)

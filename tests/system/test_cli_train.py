@@ -31,9 +31,10 @@ def test_train_cli_checkpoints_and_resumes(tmp_path):
 def test_train_cli_bad_source_is_one_line(tmp_path):
     r = run_cli("train", "--simulate", tmp_path / "nowhere", "--out", tmp_path / "o")
     assert r.returncode != 0 and "Traceback" not in r.stderr and "nowhere" in r.stderr
-    r = run_cli("train", "--pairs", tmp_path, "--colour-calibrated", "--out", tmp_path / "o")
-    assert r.returncode != 0 and "Traceback" not in r.stderr and "--family" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    for flag in (["--colour-calibrated"], ["--type-inputs", "36"]):   # family-only options are refused, not ignored
+        r = run_cli("train", "--pairs", tmp_path, *flag, "--out", tmp_path / "o")
+        assert r.returncode != 0 and "Traceback" not in r.stderr and "--family" in r.stderr and flag[0] in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
