@@ -57,7 +57,7 @@ def light_field(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
     logs = np.log(np.maximum(lin[glass], 1e-4))
     coef = np.linalg.lstsq(a, logs, rcond=None)[0]
     res = logs - a @ coef
-    keep = np.abs(res).max(axis=1) < 2.5 * res.std(axis=0).max()    # cells' pale centres, dust
+    keep = np.abs(res).max(axis=1) <= 2.5 * res.std(axis=0).max()   # cells' pale centres, dust
     coef = np.linalg.lstsq(a[keep], logs[keep], rcond=None)[0]
     on_glass = a @ coef
     lum = on_glass.mean(axis=1)

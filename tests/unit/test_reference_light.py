@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from edge.colourspace import linear_to_srgb, srgb_to_linear
 from edge.imageio import read_rgb8
@@ -66,6 +67,9 @@ def test_gentle_light_is_left_as_it_is():
     img, _ = _smear(_falling(480, 640, 0.85), seed=1)
     out, fall = evened(img)
     assert out is img and fall > MIN_FALL
+    flat = np.full((300, 400, 3), 200, np.uint8)          # all glass, perfectly even
+    out, fall = evened(flat)
+    assert out is flat and fall == pytest.approx(1.0)
 
 
 def test_a_field_without_glass_all_over_is_left_as_it_is():
