@@ -73,6 +73,8 @@ class GatedCamera:
     Frames carry the real host monotonic time of their grab, as every source's do. Each open() is a new
     handle (a GatedSource) on the one camera, as reopening a real device is.
     failing: reads raise SourceError (unplugged); end(): unplugged for good, blocked reads return too.
+    release() lets whichever open handle is reading take the frame; release_to(k) gives one to the k-th
+    handle opened (0 first), as a stuck driver read that returns at last does.
     """
 
     uri = "gated"
@@ -84,23 +86,29 @@ class GatedCamera:
         self.seq = 0
         self.failing = self.ended = self.missing = False   # missing: open() fails (not plugged in at boot)
         self.opened = 0
+        self.handles: list[GatedSource] = []
         self.lock = threading.Lock()
 
     def open(self) -> "GatedSource":
         self.opened += 1
         if self.missing:
             raise SourceError("gated: no such camera")
-        return GatedSource(self)
+        handle = GatedSource(self)
+        self.handles.append(handle)
+        return handle
 
     def release(self, n: int = 1) -> None:
         for _ in range(n):
             self.gate.release()
 
+    def release_to(self, k: int) -> None:
+        self.handles[k].gate.release()
+
     def end(self) -> None:
         self.ended = True
 
     def grab(self, handle: "GatedSource") -> Frame:
-        while not self.gate.acquire(timeout=0.05):
+        while not (handle.gate.acquire(blocking=False) or self.gate.acquire(timeout=0.05)):
             if handle.closed or self.ended:
                 raise SourceError("gated: closed")
         if self.failing:
@@ -120,6 +128,7 @@ class GatedSource(Source):
 
     def __init__(self, camera: GatedCamera):
         self.camera, self.closed = camera, False
+        self.gate = threading.Semaphore(0)   # frames for this handle only (GatedCamera.release_to)
 
     def read(self) -> Frame:
         return self.camera.grab(self)

@@ -171,14 +171,13 @@ def test_the_camera_supervisor_is_ticked_by_the_loop(parts):
     clock.advance(10)
     d.step()
     assert d.status()["camera"]["reopens_after_stall"] == 1
-    recovered = False
-    for _ in range(20):  # each frame goes to one of the two readers; the abandoned one drops its frame, exits
-        src.release()
-        if wait_until(lambda: d.status()["camera"]["ok"] and sum(t.is_alive() for t in d.reader.threads) == 1,
-                      0.5):
-            recovered = True
-            break
-    assert recovered, "the new reader delivers and the stuck one is gone"
+    assert wait_until(lambda: len(src.handles) == 2, 5), "a new reader opened the camera"
+    src.release_to(1)
+    assert wait_until(lambda: d.status()["camera"]["ok"] and d.reader.latest.count == 2, 5), "the new reader delivers"
+    assert sum(t.is_alive() for t in d.reader.threads) == 2, "the stuck read has not returned yet"
+    src.release_to(0)                     # the stuck read returns at last: its frame is dropped, it exits
+    assert wait_until(lambda: sum(t.is_alive() for t in d.reader.threads) == 1, 5), "the stuck reader is gone"
+    assert d.reader.latest.count == 2 and d.status()["camera"]["ok"], "its late frame went nowhere"
 
 
 def test_frames_refused_by_the_calibration_keep_the_watchdog_going(parts, tmp_path):
