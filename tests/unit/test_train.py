@@ -83,3 +83,26 @@ def test_family_training_brings_each_types_glass_to_one_colour_where_enough_slid
     assert none == {} and all(a is b for a, b in zip(few, pairs))
     unnamed = [D.Pair(p.name, p.phone, ref) for p in pairs[: 2 * (MIN_SLIDES - 1)]]   # registered pairs:
     assert set(balance_by_type(unnamed)[1]) == {"blood"}                            # each its own field
+
+
+def test_a_started_models_colour_layer_is_fitted_to_what_its_cnn_leaves():
+    """fit_colour_under: a fine-tune's closed-form colour fit holds the started CNN fixed, so its own colour
+    correction is not added twice: with a CNN that adds a constant cast, the fitted layer takes the cast off
+    and the started model maps inputs onto targets (the plain fit would leave the cast in)."""
+    from models.baseline import fit_colour
+    from models.train import fit_colour_under
+
+    rng = np.random.default_rng(3)
+    inputs = [(rng.random((70, 90, 3)) * 200 + 20).astype(np.uint8) for _ in range(3)]
+    true = np.array([[0.9, 0.1, 0.0, 0.05], [0.05, 0.8, 0.1, 0.02], [0.0, 0.15, 0.85, -0.03]], np.float32)
+    targets = [np.clip(np.round((x.astype(np.float32) / 255 @ true[:, :3].T + true[:, 3]) * 255), 0, 255)
+               .astype(np.uint8) for x in inputs]
+    net = EnhanceNet(width=8, blocks=1)
+    cast = np.array([0.04, -0.03, 0.02], np.float32)
+    with torch.no_grad():
+        net.tail.weight.zero_()
+        net.tail.bias.copy_(torch.from_numpy(np.repeat(cast, 4)))   # pixel shuffle: 4 sub-pixels per colour
+    m = fit_colour_under(net, inputs, targets, crops=6, size=64)
+    assert np.allclose(m[:, :3], true[:, :3], atol=0.01) and np.allclose(m[:, 3], true[:, 3] - cast, atol=0.01)
+    plain = fit_colour([x.astype(np.float32) / 255 for x in inputs], [t.astype(np.float32) / 255 for t in targets])
+    assert np.allclose(plain[:, 3], true[:, 3], atol=0.01), "the plain fit ignores the CNN's cast"
