@@ -4,15 +4,19 @@ A fully convolutional residual network in the spirit of Rivenson et al. 2018,
 sized for a Jetson: it works on a 2x space-to-depth grid (4x fewer positions,
 wider layers that suit tensor cores), and adds its learned correction to a
 global colour transform (a 1x1 convolution that training starts from the
-closed-form colour fit of the pairs). Input and output: RGB in [0, 1], NCHW.
+closed-form colour fit of the pairs; for a started model, the fit of what
+its CNN leaves: fit_colour_under). Input and output: RGB in [0, 1], NCHW.
 
 Exact tiling needs the receptive-field radius: `receptive_field()` gives it,
 and the tiler uses a halo at least that large.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+from models.baseline import fit_colour
 
 
 class ResBlock(nn.Module):
@@ -74,3 +78,24 @@ class EnhanceNet(nn.Module):
 
 def build(config: dict | None = None) -> EnhanceNet:
     return EnhanceNet(**(config or {}))
+
+
+def fit_colour_under(net: EnhanceNet, inputs: list[np.ndarray], targets: list[np.ndarray], crops: int = 96,
+                     size: int = 192, seed: int = 0) -> np.ndarray:
+    """The closed-form colour fit of a started model's colour layer with its CNN held as it is: the CNN
+    adds its own correction to the colour layer's, so the layer is fitted to what the CNN leaves."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for k in range(crops):
+        j = k % len(inputs)
+        h, w = targets[j].shape[:2]
+        s = min(size, h, w) // 2 * 2
+        y0, x0 = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        xs.append(inputs[j][y0:y0 + s, x0:x0 + s].astype(np.float32) / 255)
+        ys.append(targets[j][y0:y0 + s, x0:x0 + s].astype(np.float32) / 255)
+    rest = []
+    with torch.no_grad():
+        for x in xs:
+            t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+            rest.append((net(t) - net.colour(t))[0].numpy().transpose(1, 2, 0))
+    return fit_colour(xs, [y - r for y, r in zip(ys, rest)])

@@ -25,7 +25,7 @@ from edge.colourchart import SIMULATED_METHOD
 from edge.simulator import DEFAULT_PHONE, PhoneOptics
 from models import data as D
 from models.baseline import fit_baseline, fit_colour
-from models.network import EnhanceNet, build
+from models.network import EnhanceNet, build, fit_colour_under
 
 CHECKPOINT = "checkpoint.pt"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "zoo" / "phonescope-default.pt"
@@ -236,27 +236,6 @@ def training_white(sampler: D.PatchSampler, per_type: int = 100) -> dict:
     chosen = {t: idx[:: max(1, len(idx) // per_type)] for t, idx in inputs_by_type(sampler).items() if t}
     return input_white({t: [sampler.inputs[i] for i in idx] for t, idx in chosen.items()},
                        {t: [sampler.slides[i] for i in idx] for t, idx in chosen.items()})
-
-
-def fit_colour_under(net: EnhanceNet, inputs: list[np.ndarray], targets: list[np.ndarray], crops: int = 96,
-                     size: int = 192, seed: int = 0) -> np.ndarray:
-    """The closed-form colour fit of a started model's colour layer with its CNN held as it is: the CNN
-    adds its own correction to the colour layer's, so the layer is fitted to what the CNN leaves."""
-    rng = np.random.default_rng(seed)
-    xs, ys = [], []
-    for k in range(crops):
-        j = k % len(inputs)
-        h, w = targets[j].shape[:2]
-        s = min(size, h, w) // 2 * 2
-        y0, x0 = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-        xs.append(inputs[j][y0:y0 + s, x0:x0 + s].astype(np.float32) / 255)
-        ys.append(targets[j][y0:y0 + s, x0:x0 + s].astype(np.float32) / 255)
-    rest = []
-    with torch.no_grad():
-        for x in xs:
-            t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
-            rest.append((net(t) - net.colour(t))[0].numpy().transpose(1, 2, 0))
-    return fit_colour(xs, [y - r for y, r in zip(ys, rest)])
 
 
 def train(args) -> int:

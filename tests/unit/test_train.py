@@ -90,7 +90,7 @@ def test_a_started_models_colour_layer_is_fitted_to_what_its_cnn_leaves():
     correction is not added twice: with a CNN that adds a constant cast, the fitted layer takes the cast off
     and the started model maps inputs onto targets (the plain fit would leave the cast in)."""
     from models.baseline import fit_colour
-    from models.train import fit_colour_under
+    from models.network import fit_colour_under
 
     rng = np.random.default_rng(3)
     inputs = [(rng.random((70, 90, 3)) * 200 + 20).astype(np.uint8) for _ in range(3)]
