@@ -56,6 +56,12 @@ class EnhanceNet(nn.Module):
         y = self.tail(self.body(y))
         return self.colour(x) + self.shuffle(y)
 
+    def set_colour(self, m: np.ndarray) -> None:
+        """Sets the colour layer to a 3x4 affine colour map (models.baseline.fit_colour's)."""
+        with torch.no_grad():
+            self.colour.weight.copy_(torch.from_numpy(np.asarray(m[:, :3], np.float32)).view(3, 3, 1, 1))
+            self.colour.bias.copy_(torch.from_numpy(np.asarray(m[:, 3], np.float32)))
+
     def config(self) -> dict:
         return {"width": self.width, "blocks": self.blocks, "down": self.down}
 

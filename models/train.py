@@ -292,9 +292,7 @@ def train(args) -> int:
             else:
                 m = fit_colour([s.astype(np.float32) / 255 for s in sampler.inputs],
                                [t.astype(np.float32) / 255 for t in sampler.targets])
-            with torch.no_grad():
-                net.colour.weight.copy_(torch.from_numpy(m[:, :3]).view(3, 3, 1, 1))
-                net.colour.bias.copy_(torch.from_numpy(m[:, 3]))
+            net.set_colour(m)
             log("colour layer initialised from the closed-form colour fit" + (" under the CNN" if init else ""))
 
     if "input_stats" not in ck:   # what the model is trained on, for edge.scope's out-of-scope warning

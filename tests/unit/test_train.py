@@ -104,9 +104,8 @@ def test_a_started_models_colour_layer_is_fitted_to_what_its_cnn_leaves():
         net.tail.bias.copy_(torch.from_numpy(np.repeat(cast, 4)))   # pixel shuffle: 4 sub-pixels per colour
     m = fit_colour_under(net, inputs, targets, crops=6, size=64)
     assert np.allclose(m[:, :3], true[:, :3], atol=0.01) and np.allclose(m[:, 3], true[:, 3] - cast, atol=0.01)
+    net.set_colour(m)
     with torch.no_grad():
-        net.colour.weight.copy_(torch.from_numpy(m[:, :3]).view(3, 3, 1, 1))
-        net.colour.bias.copy_(torch.from_numpy(m[:, 3]))
         out = net(torch.from_numpy(inputs[0].transpose(2, 0, 1)[None].astype(np.float32) / 255))
     assert np.abs(out[0].numpy().transpose(1, 2, 0) * 255 - targets[0]).max() < 3, "the start hits them"
     plain = fit_colour([x.astype(np.float32) / 255 for x in inputs], [t.astype(np.float32) / 255 for t in targets])
