@@ -9,7 +9,8 @@ Threads and bounded queues (DESIGN.md, "Data flow in the daemon"):
 The main thread talks to systemd (step()): READY after the first enhanced
 frame (or, with no camera, once it is known lost: the engine passed its
 self-test before any thread started), STATUS, WATCHDOG=1 only while inference makes progress and frames
-flow (or the camera is known lost), STOPPING on SIGTERM, then the pending
+flow (or the camera is known lost; a capture's network call gets the longer time its size asks for, at
+the pace the previews ran), STOPPING on SIGTERM, then the pending
 captures are finished and it exits 0 within 5 s. Parts are assembled by
 edge.wiring; time for these rules comes from its injected clock.
 """
@@ -93,9 +94,10 @@ class Daemon:
             log.info("ready: %s", "first enhanced frame through the pipeline" if framed
                      else "no camera yet, waiting for it")
         self.reader.watch()
+        grace = self.inference.grace_s          # a capture's long network call (read before alive_t)
         stuck = now - self.inference.alive_t
         if self.ready:
-            if stuck > (self.watchdog_s / 2 if self.watchdog_s else STALL_NO_WATCHDOG_S):
+            if stuck > (self.watchdog_s / 2 if self.watchdog_s else STALL_NO_WATCHDOG_S) + grace:
                 if self.notices.get("inference") is None:
                     log.error("inference stalled: no progress for %.0f s%s", stuck,
                               ": watchdog pings stopped" if self.watchdog_s else "")
@@ -106,8 +108,8 @@ class Daemon:
             # frames stop for known reasons a restart cannot cure: a lost camera, a calibration that
             # does not fit the camera's new resolution; both are shown on the preview and in status
             known = not self.supervisor.ok or self.notices.get("calibration") is not None
-            flowing = now - self.inference.frame_t < self.watchdog_s / 2 or known
-            if stuck < self.watchdog_s / 2 and flowing:
+            flowing = now - self.inference.frame_t < self.watchdog_s / 2 + grace or known
+            if stuck < self.watchdog_s / 2 + grace and flowing:
                 self.notifier.watchdog()
         if now >= self.next_status:
             self.next_status = now + STATUS_EVERY_S

@@ -4,9 +4,12 @@ Each turn it serves a waiting capture first (full resolution, on a frame
 grabbed after the request), else the newest camera frame for the preview
 (reduced to the preview width). Frames go Preprocess -> Enhancer (tiles
 through the engine) -> Postprocess; captures then go to the CaptureWriter,
-preview pictures to the preview. It stamps `alive_t` every turn and
-`frame_t` for every enhanced frame, with the daemon's clock, so the
-systemd loop can tell a hung engine (no WATCHDOG=1 then) from an idle one.
+preview pictures to the preview. It stamps `alive_t` every turn (and
+between a capture's steps) and `frame_t` for every enhanced frame, with the
+daemon's clock, so the systemd loop can tell a hung engine (no WATCHDOG=1
+then) from an idle one. A capture's network runs on up to tens of times the
+preview's pixels in one call: `grace_s` says how much longer than usual that
+call may take, from the seconds per pixel the previews took.
 """
 from __future__ import annotations
 
@@ -33,6 +36,9 @@ log = logging.getLogger("phonescope")
 
 FRAME_WAIT_S = 10.0        # a capture waits this long for a fresh frame
 SCOPE_EVERY_S = 30.0       # the preview's colours are compared with the training set's this often
+GRACE_FACTOR = 4.0         # a capture's network may take this many times what the previews' pace predicts
+GRACE_MAX_S = 600.0        # ... but a hung engine is still called hung after this much more
+PACE_DECAY = 0.9           # the pace is the slowest lately seen: an outlier fades over ~20 frames
 
 
 def self_test(enhancer: Enhancer) -> None:
@@ -60,6 +66,9 @@ class InferenceLoop:
         self.frame_wait_s = frame_wait_s
         self.current: CaptureRequest | None = None   # the capture being taken, if any
         self.alive_t = self.frame_t = clock()   # liveness marks, in the daemon's clock
+        self.grace_s = 0.0                    # how much longer than usual the engine call under way may take
+        ran = enhancer.last                   # the self-test's pass until a preview has run
+        self.s_per_px = ran.infer_s / ran.output_px if ran.output_px else 0.0   # the network's pace
         self.first_frame = threading.Event()
         self.frames = 0
         self.fps = 0.0                        # enhanced preview frames per second (moving average)
@@ -111,7 +120,7 @@ class InferenceLoop:
     def _preview(self, frame: Frame) -> bool:
         try:
             x, raw = self.pre.preview(frame)
-            enhanced = self.enhancer.run_network(x)
+            enhanced = self._timed_network(x)
         except ValueError as e:  # a frame that does not match the calibration (size)
             self.notices.set("calibration", str(e))
             return False
@@ -135,6 +144,15 @@ class InferenceLoop:
         self.publish(raw, self.post.preview(enhanced))
         return True
 
+    def _timed_network(self, x: np.ndarray) -> np.ndarray:
+        """The network on x, its pace (seconds per pixel, on the daemon's clock) noted for the grace a
+        capture gets."""
+        t = self.clock()
+        out = self.enhancer.run_network(x)
+        pace = (self.clock() - t) / max(1, x.shape[0] * x.shape[1])
+        self.s_per_px = max(pace, PACE_DECAY * self.s_per_px)
+        return out
+
     def _in_scope(self, pixels: np.ndarray, detail: bool) -> None:
         """Warn (the journal once per kind, the screen while it lasts) when the camera shows what the
         model was not trained for; never refuse."""
@@ -155,6 +173,7 @@ class InferenceLoop:
             req.fail(FrameTimeout(f"no camera frame within {self.frame_wait_s:g} s{': ' + why if why else ''}"))
             return
         t1 = time.monotonic()
+        self.alive_t = self.clock()
         # nobody takes frames until the capture is encoded: the camera rests till then (README, "Memory")
         self.latest.rest()
         try:
@@ -174,10 +193,15 @@ class InferenceLoop:
             # the capture's tiles in memory the preview's blocks have given back, and the capture's given
             # back after it: the engine holds one set, not both (README, "Memory")
             self.enhancer.engine.release_memory()
+            self.alive_t = self.clock()
+            self.grace_s = min(GRACE_MAX_S, GRACE_FACTOR * self.s_per_px * x.shape[0] * x.shape[1])
             try:
-                enhanced = self.enhancer.run_network(x)
+                enhanced = self._timed_network(x)
             finally:
+                self.alive_t = self.clock()
+                self.grace_s = 0.0
                 self.enhancer.engine.release_memory()   # never raises: a failed release is only logged
+            self.frame_t = self.alive_t
             t3 = time.monotonic()
         except (EngineError, ValueError) as e:
             self.latest.wake()

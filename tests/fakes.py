@@ -43,19 +43,24 @@ class FakeEngine(Engine):
     hang: while set, infer() blocks (a wedged GPU); `entered` is set when it does.
     nan / fail: the next inferences find NaN in the network's output (as the pixel graph's flag
     reports it) / raise EngineError.
+    clock, s_per_px: each infer() moves the clock on by s_per_px per pixel (a slow engine, in the
+    daemon's time).
     """
 
     name = "fake"
 
-    def __init__(self):
+    def __init__(self, clock: FakeClock | None = None, s_per_px: float = 0.0):
         self.spec = InputSpec(channels=3, alignment=1)
         self.hang, self.entered = threading.Event(), threading.Event()
         self.nan = self.fail = False
         self.calls = 0
+        self.clock, self.s_per_px = clock, s_per_px
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self.check(batch)
         self.calls += 1
+        if self.clock is not None:
+            self.clock.advance(self.s_per_px * batch.shape[0] * batch.shape[1] * batch.shape[2])
         while self.hang.is_set():
             self.entered.set()
             time.sleep(0.01)

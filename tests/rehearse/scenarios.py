@@ -117,7 +117,12 @@ def capture_cli(vm: VM, ctx: dict) -> dict:
     refused_capture = vm.as_user("visitor", "cd ~ && phonescope capture")
     assert refused_capture.rc != 0 and "permission denied" in refused_capture.err
     ctx.setdefault("acked", []).append(path)
-    return {"capture_s": capture_s, "path": path, "outsider": refused.err.strip()[:200]}
+    timings = json.loads(vm.sh(f"cat {path.rsplit('.', 1)[0]}.json").check("sidecar")).get("timings", {})
+    # emulated, the capture's one network call outlasts the usual stall limit: it must not be taken for a hang
+    stalls = journal_has(vm, r"inference stalled")
+    assert not stalls, stalls
+    return {"capture_s": capture_s, "path": path, "outsider": refused.err.strip()[:200],
+            "inference_s": timings.get("inference_s"), "preview_fps": st.get("fps")}
 
 
 def _screen_matches(screen: np.ndarray, frames: list[np.ndarray]) -> tuple[float, bool]:
