@@ -63,6 +63,9 @@ def add_commands(sub) -> None:
                    help="fine-tune from this checkpoint (with --pairs: the shipped model unless --scratch)")
     t.add_argument("--scratch", action="store_true", help="with --pairs: train from scratch, not the shipped model")
     t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    t.add_argument("--hold-colour", type=float, metavar="WEIGHT",
+                   help="weight of the CNN's colour change over 16-px blocks in the loss, leaving colour to the "
+                        "colour layer (default: 0.1 with --pairs, else 0)")
     t.add_argument("--profile", metavar="JSON", help="simulator configuration (a PhoneOptics JSON)")
     t.add_argument("--family", action="store_true",
                    help="with --simulate: every image through phones drawn from the randomised family, sample types "

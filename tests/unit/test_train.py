@@ -110,3 +110,31 @@ def test_a_started_models_colour_layer_is_fitted_to_what_its_cnn_leaves():
     assert np.abs(out[0].numpy().transpose(1, 2, 0) * 255 - targets[0]).max() < 3, "the start hits them"
     plain = fit_colour([x.astype(np.float32) / 255 for x in inputs], [t.astype(np.float32) / 255 for t in targets])
     assert np.allclose(plain[:, 3], true[:, 3], atol=0.01), "the plain fit ignores the CNN's cast"
+
+
+def test_held_colour_goes_to_the_colour_layer_not_the_cnn():
+    """training_loss's hold_colour: a colour shift the pairs ask for is learnt by the colour layer (an affine
+    map, which carries over to unseen slides) rather than as the CNN's local colour; without it the CNN
+    takes its share."""
+    from models.train import training_loss
+
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.random((2, 3, 64, 64)).astype(np.float32) * 0.8 + 0.1)
+    y = x + torch.tensor([0.06, -0.04, 0.03]).view(1, 3, 1, 1)
+
+    def cnn_colour(hold: float) -> float:
+        torch.manual_seed(0)
+        net = EnhanceNet(width=8, blocks=1)
+        opt = torch.optim.Adam(net.parameters(), 3e-3)
+        for _ in range(150):
+            loss = training_loss(net, x, y, hold)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            out = net(x)
+            assert torch.nn.functional.l1_loss(out, y) < 0.01, "the shift is learnt either way"
+            return float(torch.nn.functional.avg_pool2d(out - net.colour(x), 16).abs().mean())
+
+    free, held = cnn_colour(0.0), cnn_colour(0.1)
+    assert held < 0.1 * free, (held, free)
