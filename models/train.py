@@ -344,7 +344,7 @@ def train(args) -> int:
                 "heldout_dir": str((out / "heldout").resolve()),
                 "receptive_field": net.receptive_field(), "flops_per_pixel": net.flops_per_pixel(),
                 "args": {k: v for k, v in vars(args).items() if k not in ("func",)},
-                "init": ck.get("init"), "complete": elapsed >= budget}
+                "init": ck.get("init"), "hold_colour": hold, "complete": elapsed >= budget}
 
     t0 = time.monotonic()
     last_log = last_save = t0

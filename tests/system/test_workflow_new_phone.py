@@ -50,6 +50,9 @@ def test_new_phone_workflow_improves_on_the_input(tmp_path):
                 "--log-every", "20", timeout=900)
     assert r.returncode == 0, r.stderr
     assert "fine-tuning from" in r.stderr  # the shipped model is the starting point
+    from models.train import HOLD_COLOUR, load_checkpoint
+
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["hold_colour"] == HOLD_COLOUR > 0, "colour held"
     r = run_cli("export", tmp_path / "run" / "checkpoint.pt", "--out", tmp_path / "new-phone.onnx")
     assert r.returncode == 0, r.stderr
     card = json.loads((tmp_path / "new-phone.json").read_text())
