@@ -105,3 +105,8 @@ def fit_colour_under(net: EnhanceNet, inputs: list[np.ndarray], targets: list[np
             t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
             rest.append((net(t) - net.colour(t))[0].numpy().transpose(1, 2, 0))
     return fit_colour(xs, [y - r for y, r in zip(ys, rest)])
+
+
+def cnn_colour_change(net: EnhanceNet, x: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """Mean absolute change net's CNN (not its colour layer) makes to pred = net(x) over 16-px blocks."""
+    return torch.nn.functional.avg_pool2d(pred - net.colour(x), 16).abs().mean()

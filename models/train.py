@@ -25,7 +25,7 @@ from edge.colourchart import SIMULATED_METHOD
 from edge.simulator import DEFAULT_PHONE, PhoneOptics
 from models import data as D
 from models.baseline import fit_baseline, fit_colour
-from models.network import EnhanceNet, build, fit_colour_under
+from models.network import EnhanceNet, build, cnn_colour_change, fit_colour_under
 
 CHECKPOINT = "checkpoint.pt"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "zoo" / "phonescope-default.pt"
@@ -246,7 +246,7 @@ def training_loss(net: EnhanceNet, x: torch.Tensor, y: torch.Tensor, hold_colour
     pred = net(x)
     loss = torch.nn.functional.l1_loss(pred, y)
     if hold_colour:
-        loss = loss + hold_colour * torch.nn.functional.avg_pool2d(pred - net.colour(x), 16).abs().mean()
+        loss = loss + hold_colour * cnn_colour_change(net, x, pred)
     return loss
 
 
