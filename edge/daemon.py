@@ -94,10 +94,11 @@ class Daemon:
             log.info("ready: %s", "first enhanced frame through the pipeline" if framed
                      else "no camera yet, waiting for it")
         self.reader.watch()
-        grace = self.inference.grace_s          # a capture's long network call (read before alive_t)
+        # a capture's long network call gets its grace (read before alive_t)
+        limit = (self.watchdog_s / 2 if self.watchdog_s else STALL_NO_WATCHDOG_S) + self.inference.grace_s
         stuck = now - self.inference.alive_t
         if self.ready:
-            if stuck > (self.watchdog_s / 2 if self.watchdog_s else STALL_NO_WATCHDOG_S) + grace:
+            if stuck > limit:
                 if self.notices.get("inference") is None:
                     log.error("inference stalled: no progress for %.0f s%s", stuck,
                               ": watchdog pings stopped" if self.watchdog_s else "")
@@ -108,8 +109,8 @@ class Daemon:
             # frames stop for known reasons a restart cannot cure: a lost camera, a calibration that
             # does not fit the camera's new resolution; both are shown on the preview and in status
             known = not self.supervisor.ok or self.notices.get("calibration") is not None
-            flowing = now - self.inference.frame_t < self.watchdog_s / 2 + grace or known
-            if stuck < self.watchdog_s / 2 + grace and flowing:
+            flowing = now - self.inference.frame_t < limit or known
+            if stuck < limit and flowing:
                 self.notifier.watchdog()
         if now >= self.next_status:
             self.next_status = now + STATUS_EVERY_S
