@@ -60,6 +60,7 @@ class Daemon:
         self.watchdog_s = notifier.watchdog_s if watchdog else 0.0
         self.threads: dict[str, threading.Thread] = {}
         self.ready = self.down = False
+        self.signalled: int | None = None      # SIGTERM/SIGINT, set by on_signal
         now = clock()
         self.next_status = self.next_space = now
         self.next_interval = now + self.interval_s if self.interval_s > 0 else None
@@ -136,13 +137,20 @@ class Daemon:
                 log.warning("interval capture skipped: %s", e)
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.on_signal)
         self.start()
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and self.signalled is None:
             self.step()
             self.stopping.wait(min(0.2, self.watchdog_s / 4) if self.watchdog_s else 0.2)
         return self.shutdown()
+
+    def on_signal(self, signum: int, frame) -> None:
+        """SIGTERM, SIGINT: a flag the loop reads within its 0.2 s turn, and no lock. Python runs a handler
+        in the main thread between two bytecodes, often inside stopping.wait() with the Event's own lock
+        held: an Event.set() here then waited for that lock for ever, no "stopping" was logged, and
+        systemd SIGKILLed the daemon at TimeoutStopSec (seen in the kiosk rehearsal)."""
+        self.signalled = signum
 
     def shutdown(self) -> int:
         """Stop taking frames, finish pending captures, exit 0 within 5 s."""

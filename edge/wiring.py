@@ -12,6 +12,8 @@ frame and request times are always the host's time.monotonic().
 from __future__ import annotations
 
 import contextlib
+import faulthandler
+import io
 import json
 import logging
 import os
@@ -253,6 +255,11 @@ def _assemble(cfg: dict, state: Path, twins: Twins, lock: InstanceLock, undo: co
 def run(args, twins: Twins | None = None) -> int:
     """`phonescope run`: the configuration (defaults < file < flags), then the daemon until SIGTERM."""
     setup_logging()
+    if not faulthandler.is_enabled():
+        # a hang or crash that systemd ends with SIGABRT (the watchdog; a stop past TimeoutStopSec, see the
+        # unit's TimeoutStopFailureMode) leaves every thread's Python stack in the journal
+        with contextlib.suppress(ValueError, io.UnsupportedOperation, AttributeError):
+            faulthandler.enable(all_threads=True)
     bound_heap()
     overrides = {"camera": {"source": args.source}, "storage": {"state_dir": args.state_dir},
                  "model": {"path": args.model}}

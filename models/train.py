@@ -331,9 +331,8 @@ def train(args) -> int:
 
     stop = {"flag": False}
 
-    def on_signal(signum, frame):
+    def on_signal(signum, frame):   # a flag only: printing here could re-enter a print the signal cut
         stop["flag"] = True
-        log("stopping: saving a checkpoint (run the same command again to resume)")
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -385,6 +384,8 @@ def train(args) -> int:
                 save_checkpoint(ck_path, state())
                 last_save = now
     finally:
+        if stop["flag"]:
+            log("stopping: saving a checkpoint (run the same command again to resume)")
         elapsed = elapsed0 + time.monotonic() - t0
         save_checkpoint(ck_path, state())
         for s, h in old.items():

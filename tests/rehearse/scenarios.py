@@ -192,7 +192,7 @@ def sigterm(vm: VM, ctx: dict, tries: int = 3, attempts: int = 8) -> dict:
         result = wait_for(lambda: vm.poll(pid), 200, "the capture client's answer", every=1)
         code, res = prop(vm, "ExecMainStatus"), prop(vm, "Result")
         assert code == "0" and res == "success", f"stopped with status {code}, result {res}: " + \
-            vm.sh("journalctl -b -u phonescope -n 25 --no-pager -o cat").out[-2500:]
+            vm.sh("journalctl -b -u phonescope -n 80 --no-pager -o cat").out[-6000:]
         if result.rc == 0:
             ctx["acked"].append(result.out.strip())
             outcomes.append("saved" if during else "saved before the stop")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
 import tempfile
 from pathlib import Path
 
@@ -24,13 +26,15 @@ def parts():
     d = Path(tempfile.mkdtemp(prefix="ps-unit-"))
     made = []
 
-    def make(camera_missing=False, size=(64, 48), s_per_px=0.0, **settings):
-        """size: the camera's frames; s_per_px: the engine's pace in the daemon's time (0: instant)."""
+    def make(camera_missing=False, size=(64, 48), s_per_px=0.0, started=True, **settings):
+        """size: the camera's frames; s_per_px: the engine's pace in the daemon's time (0: instant);
+        started=False: for a test that calls run() itself."""
         clock, notifier = FakeClock(), RecordingNotifier(WATCHDOG_S)
         src, engine = GatedCamera(*size), FakeEngine(clock if s_per_px else None, s_per_px)
         src.missing = camera_missing
         daemon = build_daemon(d / "state", source=src, engine=engine, clock=clock, notifier=notifier, **settings)
-        daemon.start()
+        if started:
+            daemon.start()
         made.append((daemon, src))
         return daemon, src, engine, clock, notifier
 
@@ -227,3 +231,25 @@ def test_frames_refused_by_the_calibration_keep_the_watchdog_going(parts, tmp_pa
     assert wait_until(lambda: d.inference.alive_t == clock(), 5)
     d.step()
     assert notifier.count("WATCHDOG=1") == 1
+
+
+def test_a_stop_signal_landing_inside_the_loops_wait_still_stops_the_daemon(parts):
+    """Python runs a signal handler in the main thread between two bytecodes, often inside the loop's
+    stopping.wait() with the Event's lock held: a handler that takes that lock (Event.set) waits for ever,
+    and systemd kills the daemon at TimeoutStopSec. Here the handler runs while the lock is held (from a
+    thread: a plain Lock blocks its own holder and the others alike), then run() must stop on its own."""
+    d, src, _, clock, notifier = parts(started=False)
+    with d.stopping._cond:     # the lock stopping.wait() holds around its wait
+        t = threading.Thread(target=d.on_signal, args=(signal.SIGTERM, None), daemon=True)
+        t.start()
+        t.join(2)
+        assert not t.is_alive(), "the handler waited for the lock its thread's loop holds"
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        src.release()
+        assert d.run() == 0       # the loop reads the flag: "stopping", the threads joined, "stopped"
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    assert signal.SIGTERM == d.signalled and d.stopping.is_set() and "STOPPING=1" in notifier.sent
+    assert not d.stuck()
