@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -54,6 +55,7 @@ class ControlServer:
                  capture: Callable[[str | None, str], CaptureRequest]):
         self.path, self.status, self.capture = path, status, capture
         self.clients = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.serving: set[threading.Thread] = set()   # the clients' threads, until they have answered
         self.closed = False
         self.sock = self._bind()
 
@@ -84,11 +86,15 @@ class ControlServer:
                 reply(conn, {"ok": False, "error": f"busy: {MAX_CLIENTS} clients already connected"})
                 conn.close()
                 continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True, name="control-client").start()
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True, name="control-client")
+            self.serving.add(t)
+            t.start()
 
-    def close(self) -> None:
+    def close(self, deadline: float | None = None) -> None:
         """No new clients (the name goes first), then an answer for each already queued in the backlog:
-        closing a listening socket would reset them, and `capture` would not know what happened."""
+        closing a listening socket would reset them, and `capture` would not know what happened. Clients
+        already being served get until `deadline` (time.monotonic()) to send theirs: the daemon's exit would
+        otherwise cut a reply that was on its way (a capture the shutdown has just refused)."""
         self.closed = True
         try:
             self.path.unlink(missing_ok=True)
@@ -103,6 +109,8 @@ class ControlServer:
             pass
         finally:
             self.sock.close()
+        for t in list(self.serving) if deadline is not None else ():
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -110,6 +118,7 @@ class ControlServer:
                 reply(conn, self.answer(conn))
         finally:
             self.clients.release()
+            self.serving.discard(threading.current_thread())
 
     def answer(self, conn: socket.socket) -> dict:
         conn.settimeout(REQUEST_TIMEOUT_S)

@@ -171,7 +171,7 @@ class Daemon:
         self.captures.fail_pending("daemon stopped")
         self.inference.abandon("daemon stopped before the capture was taken, nothing saved")
         self._join("preview", deadline + 0.8)          # the sink is closed by its own thread
-        self.control.close()
+        self.control.close(deadline + 1.0)              # answers on their way are sent before the exit
         for part in self.services:      # a transfer cut here is sent again at the next start, a deletion
             part.stop(deadline + 1.0)   # finished by the next sweep
         self.storage.close()

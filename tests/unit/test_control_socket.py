@@ -62,3 +62,35 @@ def test_clients_queued_while_the_daemon_stops_get_an_answer(short_tmp):
         reply = json.loads(c.makefile("rb").readline())
         c.close()
         assert reply["ok"] is False and "stopping" in reply["error"] and "nothing was taken" in reply["error"]
+
+
+def test_a_client_being_served_has_its_answer_sent_before_close_returns(short_tmp):
+    """The daemon exits once close() returns: a capture the shutdown has just refused must have had its
+    answer written by then, or the client hears "closed the connection without an answer" (seen in CI)."""
+    import threading
+    import time
+
+    from edge.capture import CaptureRequest, Stopping
+
+    path = short_tmp / "control.sock"
+    taken = threading.Event()
+    req = CaptureRequest(None, "socket")
+
+    def capture(sample_id, origin):
+        taken.set()
+        return req
+
+    server = ControlServer(path, lambda: {}, capture)
+    threading.Thread(target=server.run, daemon=True).start()
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(5)
+    c.connect(str(path))
+    c.sendall(json.dumps(control.make_request("capture")).encode() + b"\n")
+    assert taken.wait(5), "the request reached the daemon"
+    req.result.set_exception(Stopping("daemon stopped before the capture was taken, nothing saved"))
+    server.close(time.monotonic() + 2.0)
+    assert not server.serving, "every client's thread has answered"
+    c.setblocking(False)
+    reply = json.loads(c.makefile("rb").readline())   # already there: no wait
+    c.close()
+    assert reply["ok"] is False and "nothing saved" in reply["error"]
