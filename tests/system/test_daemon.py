@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.helpers import SAMPLES, daemon, run_cli, status, wait_until
+from tests.helpers import SAMPLES, daemon, run_cli, running, status, wait_until
 
 
 def test_end_to_end_notify_captures_and_sigterm(tmp_path, tiny_model, notify):
@@ -51,6 +51,24 @@ def test_end_to_end_notify_captures_and_sigterm(tmp_path, tiny_model, notify):
         assert time.monotonic() - t0 < 5.0
         assert notify.wait_for("STOPPING=1", 2)
         assert not list(state.rglob("*.tmp")) and not (state / "control.sock").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_daemon_ended_by_sigabrt_leaves_every_threads_stack(tmp_path, tiny_model):
+    """systemd ends a hung daemon with SIGABRT (the watchdog; a stop past TimeoutStopSec with
+    TimeoutStopFailureMode=abort): what each thread was doing must reach the journal (stderr)."""
+    state = tmp_path / "state"
+    proc = daemon(state, f"replay:{SAMPLES / 'phone'}", tiny_model)
+    try:
+        running(state, proc)
+        proc.send_signal(signal.SIGABRT)
+        assert proc.wait(timeout=20) == -signal.SIGABRT
+        err = proc.stderr.read()
+        assert "Fatal Python error: Aborted" in err, err[-2000:]
+        assert err.count("Thread 0x") >= 4, err[-2000:]      # main, inference, storage, preview, control...
+        assert 'edge/daemon.py", line' in err and "in run" in err, err[-2000:]   # the main thread's loop
     finally:
         if proc.poll() is None:
             proc.kill()
