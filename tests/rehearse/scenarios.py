@@ -222,8 +222,11 @@ def watchdog(vm: VM, ctx: dict) -> dict:
     wait_active(vm)
     assert restarted_s <= wd + 5 + 10, f"restarted after {restarted_s} s (WatchdogSec {wd} + RestartSec 5)"
     assert journal_has(vm, r"[Ww]atchdog timeout"), "systemd says it was the watchdog"
+    # the watchdog's SIGABRT: faulthandler writes what each thread was doing to the journal
+    stacks = journal_has(vm, r"Fatal Python error: Aborted|Thread 0x")
+    assert any("Fatal Python error" in s for s in stacks), "the hung daemon's stacks are in the journal"
     return {"restarted_after_s": restarted_s, "watchdog_sec": wd, "restart_sec": restart, "old_pid": old,
-            "new_pid": new}
+            "new_pid": new, "stacks_in_journal": sum("Thread 0x" in s for s in stacks)}
 
 
 def no_camera_at_boot(vm: VM, ctx: dict) -> dict:
