@@ -5,11 +5,14 @@ import json
 import shutil
 import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from edge import config, control
+from edge.capture import CaptureRequest, Stopping
 from edge.control_server import ControlServer
 
 
@@ -67,11 +70,6 @@ def test_clients_queued_while_the_daemon_stops_get_an_answer(short_tmp):
 def test_a_client_being_served_has_its_answer_sent_before_close_returns(short_tmp):
     """The daemon exits once close() returns: a capture the shutdown has just refused must have had its
     answer written by then, or the client hears "closed the connection without an answer" (seen in CI)."""
-    import threading
-    import time
-
-    from edge.capture import CaptureRequest, Stopping
-
     path = short_tmp / "control.sock"
     taken = threading.Event()
     req = CaptureRequest(None, "socket")
