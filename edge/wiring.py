@@ -257,8 +257,9 @@ def run(args, twins: Twins | None = None) -> int:
     setup_logging()
     if not faulthandler.is_enabled():
         # a hang or crash that systemd ends with SIGABRT (the watchdog; a stop past TimeoutStopSec, see the
-        # unit's TimeoutStopFailureMode) leaves every thread's Python stack in the journal
-        with contextlib.suppress(ValueError, io.UnsupportedOperation, AttributeError):
+        # unit's TimeoutStopFailureMode) leaves every thread's Python stack in the journal; with no stderr
+        # (RuntimeError) it is done without
+        with contextlib.suppress(ValueError, io.UnsupportedOperation, AttributeError, RuntimeError):
             faulthandler.enable(all_threads=True)
     bound_heap()
     overrides = {"camera": {"source": args.source}, "storage": {"state_dir": args.state_dir},
