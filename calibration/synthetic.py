@@ -8,7 +8,7 @@ field); the phone image samples the benchtop image through it and then goes
 through the phone-optics simulator.
 
     python -m calibration.synthetic --images DIR... --out DIR [--profile JSON] [--count N]
-    python -m calibration.synthetic --images DIR... --out DIR --family N [--per-type N] [--seed S]
+    python -m calibration.synthetic --images DIR... --out DIR --family N [--per-type N] [--seed S] [--fields N]
 
 writes DIR/phone/<stem>.jpg (what the phone saw) and DIR/reference/<stem>.png
 (the benchtop image), unregistered, as `phonescope pairs` expects them, and
@@ -80,6 +80,12 @@ FAMILY_SCALES = (1.3, 3.0)
 FAMILY_ELASTIC = (0.5, 3.0)
 
 
+def detail(crop: np.ndarray) -> float:
+    """Fine detail of a crop: mean squared Laplacian of its lightly smoothed grey."""
+    g = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.mean(cv2.Laplacian(cv2.GaussianBlur(g, (0, 0), 1.5), cv2.CV_32F) ** 2))
+
+
 def textured_field(img: np.ndarray, rng: np.random.Generator, side: int, tries: int = 4) -> np.ndarray:
     """A field of at most side x side from a large benchtop image: of a few random ones, the one with the
     most detail (a person photographs the sample, not the empty glass)."""
@@ -91,17 +97,44 @@ def textured_field(img: np.ndarray, rng: np.random.Generator, side: int, tries: 
     for _ in range(tries):
         y, x = int(rng.integers(0, h - fh + 1)), int(rng.integers(0, w - fw + 1))
         crop = img[y:y + fh, x:x + fw]
-        g = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        e = float(np.mean(cv2.Laplacian(cv2.GaussianBlur(g, (0, 0), 1.5), cv2.CV_32F) ** 2))
+        e = detail(crop)
         if e > score:
             best, score = crop, e
     return np.ascontiguousarray(best)
 
 
-def make_family_set(images: list[Path], out: Path, seed: int = 0, phones: int = 0, side: int = 800) -> dict:
+def scan_fields(img: np.ndarray, name: str, rng: np.random.Generator, side: int, fields: int,
+                min_detail: float = 0.2) -> list[tuple[str, np.ndarray]]:
+    """(name, field) pairs from one benchtop image, as a user photographs several fields of a slide.
+    A scan at least 1.5 sides long gives its last quarter (the right, or the bottom of a tall one) as one
+    held-out field (`-held`, see models.data.split_pairs) and up to fields - 1 fields of the rest, tiled
+    without overlap (`-1`, `-2`, ...), the most detailed first, none with under min_detail of the best
+    one's detail (bare glass): each sample type is then judged on tissue of its own slides that training
+    never saw. A smaller image is one field, held out by name as `train --pairs` would hold it out."""
+    from edge import sampletypes
+
+    h, w = img.shape[:2]
+    if max(h, w) < 1.5 * side:
+        field = textured_field(img, rng, side)
+        return [(name + sampletypes.HELD if sampletypes.is_heldout(Path(name)) else name, field)]
+    tall = h > w
+    cut = (h if tall else w) * 3 // 4
+    rest, held = (img[:cut], img[cut:]) if tall else (img[:, :cut], img[:, cut:])
+    out = [(name + sampletypes.HELD, textured_field(held, rng, side))]
+    rh, rw = rest.shape[:2]
+    fh, fw = min(rh, side), min(rw, side)
+    tiles = [rest[y:y + fh, x:x + fw] for y in np.linspace(0, rh - fh, max(1, rh // fh)).astype(int)
+             for x in np.linspace(0, rw - fw, max(1, rw // fw)).astype(int)]
+    scored = sorted(((detail(t), k) for k, t in enumerate(tiles)), reverse=True)
+    kept = [tiles[k] for e, k in scored[:fields - 1] if e >= min_detail * scored[0][0]]
+    return out + [(f"{name}-{k + 1}", np.ascontiguousarray(t)) for k, t in enumerate(kept)]
+
+
+def make_family_set(images: list[Path], out: Path, seed: int = 0, phones: int = 0, side: int = 800,
+                    fields: int = 1) -> dict:
     """Like make_set, through a phone drawn from the family for each image (or `phones` of them in turn),
-    with the family's warps; large images give one field of at most side x side. Pair names carry the
-    sample type (edge.sampletypes)."""
+    with the family's warps; large images give one field of at most side x side, or with fields > 1
+    several (scan_fields). Pair names carry the sample type (edge.sampletypes)."""
     from edge import sampletypes
 
     rng = np.random.default_rng(seed)
@@ -109,16 +142,20 @@ def make_family_set(images: list[Path], out: Path, seed: int = 0, phones: int = 
     (out / "reference").mkdir(parents=True, exist_ok=True)
     pool = [random_phone(rng, f"family-{seed}-{k}") for k in range(phones)]
     truth: dict = {"family": {"scales": FAMILY_SCALES, "elastic": FAMILY_ELASTIC, "seed": seed}, "pairs": {}}
+    j = 0
     for k, path in enumerate(images):
         profile = pool[k % len(pool)] if pool else random_phone(rng, f"family-{seed}-{k}")
-        ref = textured_field(read_rgb8(path), rng, side)
-        warp = random_warp(ref.shape[:2], rng, seed * 100003 + k, FAMILY_SCALES, FAMILY_ELASTIC)
-        phone = warp.phone_from(ref, profile, seed=seed * 100003 + k)
         name = sampletypes.pair_name(sampletypes.of_path(path), path.stem)
-        write_image(out / "reference" / f"{name}.png", ref)
-        _, buf = cv2.imencode(".jpg", phone[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-        atomic_write(out / "phone" / f"{name}.jpg", buf.tobytes())
-        truth["pairs"][name] = {**warp.to_dict(), "seed": seed * 100003 + k, "phone": profile.to_dict()}
+        img = read_rgb8(path)
+        cut = scan_fields(img, name, rng, side, fields) if fields > 1 else [(name, textured_field(img, rng, side))]
+        for name, ref in cut:
+            warp = random_warp(ref.shape[:2], rng, seed * 100003 + j, FAMILY_SCALES, FAMILY_ELASTIC)
+            phone = warp.phone_from(ref, profile, seed=seed * 100003 + j)
+            write_image(out / "reference" / f"{name}.png", ref)
+            _, buf = cv2.imencode(".jpg", phone[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+            atomic_write(out / "phone" / f"{name}.jpg", buf.tobytes())
+            truth["pairs"][name] = {**warp.to_dict(), "seed": seed * 100003 + j, "phone": profile.to_dict()}
+            j += 1
     atomic_write(out / "truth.json", json.dumps(truth, indent=2).encode())
     return truth
 
@@ -168,6 +205,9 @@ def main(argv=None) -> int:
                    help="instead of --profile: N phones drawn from the randomised family, in turn (1: one unseen "
                         "phone, as a new user has); pairs named by sample type, large images cut to one field")
     p.add_argument("--per-type", type=int, default=0, help="with --family: at most this many images of each type")
+    p.add_argument("--fields", type=int, default=1, metavar="N",
+                   help="with --family: a large scan gives its last quarter as a held-out field (-held) and up "
+                        "to N-1 fields of the rest; smaller images are held out by name (-held)")
     args = p.parse_args(argv)
     try:
         images = list_images(args.images)
@@ -177,8 +217,8 @@ def main(argv=None) -> int:
         return 2
     if args.family:
         images = pick(images, args.per_type)
-        make_family_set(images, args.out, args.seed, phones=args.family)
-        print(f"wrote {len(images)} phone/benchtop pairs to {args.out} ({args.family} family phone(s), seed "
+        truth = make_family_set(images, args.out, args.seed, phones=args.family, fields=max(1, args.fields))
+        print(f"wrote {len(truth['pairs'])} phone/benchtop pairs to {args.out} ({args.family} family phone(s), seed "
               f"{args.seed})")
         return 0
     if args.count and len(images) > args.count:

@@ -7,12 +7,14 @@ is named `<type>__<stem>`, so a pairs folder keeps the grouping.
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 # data folder (../shared/data/<folder>) -> sample type
 FOLDERS = {"blood-smear": "blood", "he-tissue": "tissue", "ihc": "ihc", "malaria-giemsa": "malaria"}
 TYPES = tuple(FOLDERS.values())
 SEP = "__"
+HELD = "-held"   # a pair its owner holds out: `malaria__slide-3-held` (models.data.split_pairs)
 
 
 def of_path(path: Path) -> str | None:
@@ -28,6 +30,11 @@ def of_path(path: Path) -> str | None:
 def is_phone_photo(path: Path) -> bool:
     """Real phone photos among the benchtop images (no reference: to look at, never to train on)."""
     return Path(path).stem.lower().endswith("-phone")
+
+
+def is_heldout(path: Path, fraction_in_ten: int = 1) -> bool:
+    """Stable held-out membership by file name (adding images never reshuffles)."""
+    return zlib.crc32(Path(path).name.encode()) % 10 < fraction_in_ten
 
 
 def pair_name(sample: str | None, stem: str) -> str:

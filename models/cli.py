@@ -55,7 +55,8 @@ def add_commands(sub) -> None:
     t = sub.add_parser("train", help="train the enhancement network")
     src = t.add_mutually_exclusive_group(required=True)
     src.add_argument("--simulate", nargs="+", metavar="DIR", help="reference images to simulate phone images from")
-    src.add_argument("--pairs", metavar="DIR", help="registered phone/reference pairs")
+    src.add_argument("--pairs", metavar="DIR",
+                     help="registered phone/reference pairs (those named *-held are held out, else 1 in 10 by name)")
     t.add_argument("--out", required=True, metavar="DIR")
     t.add_argument("--minutes", type=float, default=30.0, help="training budget in wall-clock minutes")
     t.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: budget only)")

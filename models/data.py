@@ -21,9 +21,18 @@ from edge.workers import process_pool
 from models.reference_light import evened
 
 
-def is_heldout(path: Path, fraction_in_ten: int = 1) -> bool:
-    """Stable held-out membership by file name (adding images never reshuffles)."""
-    return zlib.crc32(path.name.encode()) % 10 < fraction_in_ten
+is_heldout = sampletypes.is_heldout
+
+
+def split_pairs(pairs: list[Pair]) -> tuple[list[Pair], list[Pair]]:
+    """Training and held-out pairs: those named `*-held` where the folder has any (its owner chose them,
+    e.g. a part of each slide: calibration.synthetic --fields), else about 1 in 10 by name; at least one."""
+    chosen = any(p.name.endswith(sampletypes.HELD) for p in pairs)
+    out = [p.name.endswith(sampletypes.HELD) if chosen else is_heldout(Path(p.name)) for p in pairs]
+    train, held = [p for p, o in zip(pairs, out) if not o], [p for p, o in zip(pairs, out) if o]
+    if not held and len(train) > 1:
+        held, train = train[-1:], train[:-1]
+    return train, held
 
 
 def split(paths: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -192,7 +201,7 @@ def typed_fields(paths: list[Path]) -> list[Field]:
             cut = h * 3 // 4 // 2 * 2
             train, test = img[:cut], img[cut:]
         test = test[:MAX_REGION, :MAX_REGION]
-        out.append(Field(sampletypes.pair_name(t, p.stem) + "-held", t, np.ascontiguousarray(test), True,
+        out.append(Field(sampletypes.pair_name(t, p.stem) + sampletypes.HELD, t, np.ascontiguousarray(test), True,
                          p in even))
         out.append(Field(sampletypes.pair_name(t, p.stem), t,
                          np.ascontiguousarray(train[:MAX_REGION, :MAX_REGION]), False, p in even))

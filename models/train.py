@@ -102,7 +102,7 @@ def _prepare_family(args, out: Path):
               "weighting": "sample types equally, by area, sharp references up to 2x",
               "glass_balanced": {t: [round(float(v), 5) for v in w] for t, w in balanced.items()},
               "colour_calibrated": calibrated, "colour_method": SIMULATED_METHOD if calibrated else None,
-              "references_evened": sorted({f.name.removesuffix("-held") for f in fields if f.evened})}
+              "references_evened": sorted({f.name.removesuffix(sampletypes.HELD) for f in fields if f.evened})}
     return train_pairs, held_pairs, origin, 1.0
 
 
@@ -151,10 +151,7 @@ def _prepare_simulated(args, out: Path, profile: PhoneOptics):
 
 def _prepare_real(args, out: Path):
     pairs = D.load_pairs(args.pairs)
-    train_pairs = [p for p in pairs if not D.is_heldout(Path(p.name))]
-    held_pairs = [p for p in pairs if D.is_heldout(Path(p.name))]
-    if not held_pairs and len(train_pairs) > 1:
-        held_pairs, train_pairs = train_pairs[-1:], train_pairs[:-1]
+    train_pairs, held_pairs = D.split_pairs(pairs)
     report = Path(args.pairs) / "report.json"
     if report.is_file():  # registered pairs: the phone side is already on the benchtop grid
         rep = json.loads(report.read_text())

@@ -69,3 +69,28 @@ def test_train_family_on_typed_folders_balances_the_glass_of_a_type_with_enough_
     assert white["images"] >= 20 and max(white["log_spread"]) < 0.03, white
     held = sorted(p.name for p in (out / "heldout" / "phone").iterdir())
     assert held and all(n.startswith(("blood__", "tissue__")) for n in held), held
+
+
+def test_train_pairs_holds_out_the_pairs_named_held(tmp_path):
+    """A pairs folder whose owner named a part of each slide `-held`: exactly those are held out (the
+    pairs of calibration.synthetic --fields), not 1 in 10 by name, which could hold out a field overlapping one
+    trained on."""
+    from edge.imageio import read_rgb8, write_image
+
+    pairs = tmp_path / "pairs"
+    (pairs / "reference").mkdir(parents=True), (pairs / "phone").mkdir()
+    names = []
+    for k, src in enumerate(sorted((SAMPLES / "reference").glob("*.jpg"))[:2]):
+        img = read_rgb8(src)
+        for part, field in (("-1", img[:, :200]), ("-2", img[:, 200:400]), ("-held", img[:, 400:])):
+            name = f"blood__slide{k}{part}"
+            names.append(name)
+            write_image(pairs / "reference" / f"{name}.png", field)
+            write_image(pairs / "phone" / f"{name}.png", field[::2, ::2])
+    r = run_cli("train", "--pairs", pairs, "--out", tmp_path / "run", "--scratch", "--width", "8", "--blocks", "1",
+                "--patch", "32", "--batch", "2", "--steps", "2", "--log-every", "1")
+    assert r.returncode == 0, r.stderr
+    origin = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["origin"]
+    assert sorted(origin["heldout_images"]) == [n for n in names if n.endswith("-held")]
+    assert sorted(origin["train_images"]) == sorted(n for n in names if not n.endswith("-held"))
+    assert sorted(p.stem for p in (tmp_path / "run" / "heldout" / "phone").iterdir()) == origin["heldout_images"]
