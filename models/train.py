@@ -162,7 +162,9 @@ def _prepare_real(args, out: Path):
     origin = {"kind": "registered pairs", "sources": [str(args.pairs)],
               "train_images": [p.name for p in train_pairs], "heldout_images": [p.name for p in held_pairs],
               "scale_measured": round(scale, 4)}
-    log(f"{len(train_pairs)} training pairs, {len(held_pairs)} held out, scale {scale:.3f}")
+    named = held_pairs and all(p.name.endswith(sampletypes.HELD) for p in held_pairs)
+    log(f"{len(train_pairs)} training pairs, {len(held_pairs)} held out{' (named -held)' if named else ''}, "
+        f"scale {scale:.3f}")
     return train_pairs, held_pairs, origin, scale
 
 

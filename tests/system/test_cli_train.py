@@ -94,3 +94,4 @@ def test_train_pairs_holds_out_the_pairs_named_held(tmp_path):
     assert sorted(origin["heldout_images"]) == [n for n in names if n.endswith("-held")]
     assert sorted(origin["train_images"]) == sorted(n for n in names if not n.endswith("-held"))
     assert sorted(p.stem for p in (tmp_path / "run" / "heldout" / "phone").iterdir()) == origin["heldout_images"]
+    assert "4 training pairs, 2 held out (named -held)" in r.stderr
