@@ -148,13 +148,13 @@ def make_family_set(images: list[Path], out: Path, seed: int = 0, phones: int = 
         name = sampletypes.pair_name(sampletypes.of_path(path), path.stem)
         img = read_rgb8(path)
         cut = scan_fields(img, name, rng, side, fields) if fields > 1 else [(name, textured_field(img, rng, side))]
-        for name, ref in cut:
+        for field_name, ref in cut:
             warp = random_warp(ref.shape[:2], rng, seed * 100003 + j, FAMILY_SCALES, FAMILY_ELASTIC)
             phone = warp.phone_from(ref, profile, seed=seed * 100003 + j)
-            write_image(out / "reference" / f"{name}.png", ref)
+            write_image(out / "reference" / f"{field_name}.png", ref)
             _, buf = cv2.imencode(".jpg", phone[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-            atomic_write(out / "phone" / f"{name}.jpg", buf.tobytes())
-            truth["pairs"][name] = {**warp.to_dict(), "seed": seed * 100003 + j, "phone": profile.to_dict()}
+            atomic_write(out / "phone" / f"{field_name}.jpg", buf.tobytes())
+            truth["pairs"][field_name] = {**warp.to_dict(), "seed": seed * 100003 + j, "phone": profile.to_dict()}
             j += 1
     atomic_write(out / "truth.json", json.dumps(truth, indent=2).encode())
     return truth
