@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge import sampletypes
 from edge.imageio import atomic_write, list_images, read_rgb8, write_image
 from edge.simulator import PhoneOptics, degrade, random_phone
 
@@ -106,20 +107,15 @@ def textured_field(img: np.ndarray, rng: np.random.Generator, side: int, tries: 
 def scan_fields(img: np.ndarray, name: str, rng: np.random.Generator, side: int, fields: int,
                 min_detail: float = 0.2) -> list[tuple[str, np.ndarray]]:
     """(name, field) pairs from one benchtop image, as a user photographs several fields of a slide.
-    A scan at least 1.5 sides long gives its last quarter (the right, or the bottom of a tall one) as one
+    A scan at least 1.5 sides long gives its last quarter (edge.sampletypes.held_quarter) as one
     held-out field (`-held`, see models.data.split_pairs) and up to fields - 1 fields of the rest, tiled
     without overlap (`-1`, `-2`, ...), the most detailed first, none with under min_detail of the best
     one's detail (bare glass): each sample type is then judged on tissue of its own slides that training
     never saw. A smaller image is one field, held out by name as `train --pairs` would hold it out."""
-    from edge import sampletypes
-
-    h, w = img.shape[:2]
-    if max(h, w) < 1.5 * side:
+    if max(img.shape[:2]) < 1.5 * side:
         field = textured_field(img, rng, side)
         return [(name + sampletypes.HELD if sampletypes.is_heldout(Path(name)) else name, field)]
-    tall = h > w
-    cut = (h if tall else w) * 3 // 4
-    rest, held = (img[:cut], img[cut:]) if tall else (img[:, :cut], img[:, cut:])
+    rest, held = sampletypes.held_quarter(img)
     out = [(name + sampletypes.HELD, textured_field(held, rng, side))]
     rh, rw = rest.shape[:2]
     fh, fw = min(rh, side), min(rw, side)
@@ -135,8 +131,6 @@ def make_family_set(images: list[Path], out: Path, seed: int = 0, phones: int = 
     """Like make_set, through a phone drawn from the family for each image (or `phones` of them in turn),
     with the family's warps; large images give one field of at most side x side, or with fields > 1
     several (scan_fields). Pair names carry the sample type (edge.sampletypes)."""
-    from edge import sampletypes
-
     rng = np.random.default_rng(seed)
     (out / "phone").mkdir(parents=True, exist_ok=True)
     (out / "reference").mkdir(parents=True, exist_ok=True)
@@ -181,8 +175,6 @@ def make_set(images: list[Path], out: Path, profile: PhoneOptics = OTHER_PHONE, 
 
 def pick(images: list[Path], per_type: int) -> list[Path]:
     """Up to per_type images of each sample type (0: all), spread evenly; real phone photos left out."""
-    from edge import sampletypes
-
     groups: dict[str, list[Path]] = {}
     for p in images:
         if not sampletypes.is_phone_photo(p):

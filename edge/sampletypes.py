@@ -3,7 +3,9 @@
 One small model may not serve every stain, and figures that pool them hide
 where it fails: training data, held-out pairs, model cards, `[model] sample`
 and `phonescope evaluate` all use these names. A pair made from a typed image
-is named `<type>__<stem>`, so a pairs folder keeps the grouping.
+is named `<type>__<stem>`, so a pairs folder keeps the grouping. Which pairs
+are held out is said here too: those named `-held`, else 1 in 10 by name, and
+of a large scan its last quarter.
 """
 from __future__ import annotations
 
@@ -35,6 +37,18 @@ def is_phone_photo(path: Path) -> bool:
 def is_heldout(path: Path, fraction_in_ten: int = 1) -> bool:
     """Stable held-out membership by file name (adding images never reshuffles)."""
     return zlib.crc32(Path(path).name.encode()) % 10 < fraction_in_ten
+
+
+def held_quarter(img, step: int = 1):
+    """(trained part, held-out part) of a large scan: the held-out part is its last quarter, the right or
+    the bottom of a tall one, cut at a multiple of step px; a type with few large scans is then still
+    judged on tissue of its own slides that training never saw."""
+    h, w = img.shape[:2]
+    if w >= h:
+        cut = w * 3 // 4 // step * step
+        return img[:, :cut], img[:, cut:]
+    cut = h * 3 // 4 // step * step
+    return img[:cut], img[cut:]
 
 
 def pair_name(sample: str | None, stem: str) -> str:

@@ -193,13 +193,7 @@ def typed_fields(paths: list[Path]) -> list[Field]:
         out.append(Field(sampletypes.pair_name(t, p.stem), t, img, p in held, p in even))
     for p, img in large:
         t = sampletypes.of_path(p)
-        h, w = img.shape[:2]
-        if w >= h:
-            cut = w * 3 // 4 // 2 * 2
-            train, test = img[:, :cut], img[:, cut:]
-        else:
-            cut = h * 3 // 4 // 2 * 2
-            train, test = img[:cut], img[cut:]
+        train, test = sampletypes.held_quarter(img, step=2)
         test = test[:MAX_REGION, :MAX_REGION]
         out.append(Field(sampletypes.pair_name(t, p.stem) + sampletypes.HELD, t, np.ascontiguousarray(test), True,
                          p in even))

@@ -73,8 +73,8 @@ def test_train_family_on_typed_folders_balances_the_glass_of_a_type_with_enough_
 
 def test_train_pairs_holds_out_the_pairs_named_held(tmp_path):
     """A pairs folder whose owner named a part of each slide `-held`: exactly those are held out (the
-    pairs of calibration.synthetic --fields), not 1 in 10 by name, which could hold out a field overlapping one
-    trained on."""
+    pairs of calibration.synthetic --fields), not 1 in 10 by name, which would judge on other fields of the
+    slides trained on."""
     from edge.imageio import read_rgb8, write_image
 
     pairs = tmp_path / "pairs"
