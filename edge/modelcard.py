@@ -17,10 +17,10 @@ ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 DEFAULT_MODEL = ZOO / "phonescope-default.onnx"
 # [model] sample -> the shipped model for that slide type (when [model] path is empty): the family model,
 # made for phones without pairs of their own, except where one type's own model did better through unseen
-# phones: IHC (the family model lost to its input there). A malaria model from the two malaria slides won on
-# some phones and lost on others, so malaria stays on the family model (README, "One model per slide type").
+# phones: IHC (the family model lost to its input there) and malaria (the family model lost to the baseline
+# on PSNR and colour; README, "One model per slide type").
 SAMPLE_MODELS = {"blood": "phonescope-family", "tissue": "phonescope-family",
-                 "ihc": "phonescope-ihc", "malaria": "phonescope-family"}
+                 "ihc": "phonescope-ihc", "malaria": "phonescope-malaria"}
 
 
 # ... on a kiosk whose calibration profile has a colour section (phonescope calibrate colour): the model

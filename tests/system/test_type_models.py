@@ -1,7 +1,7 @@
 """The shipped model per slide type (`[model] sample`, edge/modelcard.py SAMPLE_MODELS): every type has one,
-the daemon and the commands run it when no model is named, and the IHC model improves held-out fields of
-its type (tests/slides/ihc) through phones of the randomised family it never saw, where the family model
-did not."""
+the daemon and the commands run it when no model is named, and the IHC and malaria models improve held-out
+fields of their type (tests/slides) through phones of the randomised family they never saw, beyond the
+classical baseline and the family model."""
 from __future__ import annotations
 
 import json
@@ -28,21 +28,22 @@ def test_every_sample_type_has_a_shipped_model_with_its_card():
     assert model_path("/x/mine.onnx", "ihc") == Path("/x/mine.onnx")   # a model named in the config wins
 
 
-def test_the_ihc_model_is_trained_on_ihc_from_the_family_model_and_says_so():
-    card = load_card(model_path("", "ihc")).raw
-    assert set(card["training"]["origin"]["sample_types"]) == {"ihc"} and set(card["metrics"]["by_sample"]) == {"ihc"}
+@pytest.mark.parametrize("sample", ["ihc", "malaria"])
+def test_the_type_model_is_trained_on_its_type_from_the_family_model_and_says_so(sample):
+    card = load_card(model_path("", sample)).raw
+    assert card["name"] == f"phonescope-{sample}"
+    assert set(card["training"]["origin"]["sample_types"]) == {sample} == set(card["metrics"]["by_sample"])
     assert card["training"]["init"] == "models/zoo/phonescope-family.pt" and "lineage" in card["training"]
 
 
 @pytest.mark.parametrize("sample", ["ihc", "malaria"])
 def test_the_model_for_the_type_improves_its_held_out_fields_through_phones_it_never_saw(tmp_path, sample):
     """Each held-out field of the type through three phones drawn from the family (seeds no training run
-    used): the model `[model] sample` chooses beats its input on SSIM, PSNR and CIEDE2000. The IHC model
-    also beats the classical baseline on all three, and the family model (below its input on IHC elsewhere)
-    on PSNR and CIEDE2000. Malaria runs the family model, which on these fields also beats the baseline's
-    PSNR but not its colour (measured 25.14 vs 24.27 dB, 6.16 vs 5.77 CIEDE2000; not asserted): without
-    a colour profile a tile cannot tell a phone's colour from the slide's (README, "One model per slide
-    type"); a calibrated kiosk's model beats both (the test below)."""
+    used): the model `[model] sample` chooses beats its input and the classical baseline on SSIM, PSNR and
+    CIEDE2000, and the family model on PSNR. IHC's also beats the family model's colour (below its input on
+    IHC elsewhere). Malaria's does not here (measured 0.809 / 25.40 / 6.54 against the family model's 0.783
+    / 25.14 / 6.16; not asserted): through 24 family phones per field it does (6.61 against 8.02, README,
+    "One model per slide type")."""
     folder = next(p for p, t in sampletypes.FOLDERS.items() if t == sample)
     for sub in ("phone", "reference"):
         (tmp_path / sub).mkdir()
@@ -64,10 +65,10 @@ def test_the_model_for_the_type_improves_its_held_out_fields_through_phones_it_n
     better = {"ssim": lambda a, b: a > b, "psnr": lambda a, b: a > b, "ciede2000": lambda a, b: a < b}
     m = evaluate(model_path("", sample))
     assert all(better[q](m["model"][q], m["input"][q]) for q in better), m
-    if sample == "ihc":
-        assert all(better[q](m["model"][q], m["baseline"][q]) for q in better), m
-        family = evaluate(ZOO / "phonescope-family.onnx")["model"]
-        assert all(better[q](m["model"][q], family[q]) for q in ("psnr", "ciede2000")), (m["model"], family)
+    assert all(better[q](m["model"][q], m["baseline"][q]) for q in better), m
+    family = evaluate(ZOO / "phonescope-family.onnx")["model"]
+    beyond_family = ("psnr", "ciede2000") if sample == "ihc" else ("psnr",)
+    assert all(better[q](m["model"][q], family[q]) for q in beyond_family), (m["model"], family)
 
 
 def test_the_daemon_runs_the_model_for_its_sample_type_and_records_it(tmp_path):
@@ -145,7 +146,7 @@ def test_on_a_colour_calibrated_kiosk_the_model_for_the_type_beats_its_input_and
 def test_a_kiosk_with_a_colour_profile_runs_the_calibrated_model_and_records_both(tmp_path):
     """A colour profile from a chart photo (phonescope calibrate colour, its default method) and `sample =
     "malaria"`: the daemon runs phonescope-family-calibrated, says nothing of a calibration misfit, and
-    every capture records the model and the profile; the same kiosk without the profile runs the family
+    every capture records the model and the profile; the same kiosk without the profile runs the malaria
     model."""
     from tests.helpers import calibrate_colour
 
@@ -154,7 +155,7 @@ def test_a_kiosk_with_a_colour_profile_runs_the_calibrated_model_and_records_bot
     frames = tmp_path / "frames"
     frames.mkdir()
     write_image(frames / "f.png", read_rgb8(SAMPLES / "phone" / "BloodImage_00004.jpg").astype(np.float32) / 255)
-    for i, (profile, name) in enumerate(((prof, "phonescope-family-calibrated"), ("", "phonescope-family"))):
+    for i, (profile, name) in enumerate(((prof, "phonescope-family-calibrated"), ("", "phonescope-malaria"))):
         state = tmp_path / f"s{i}"   # short: the control socket's path has a length limit
         proc = daemon(state, f"replay:{frames}", None,
                       config=f"[model]\nsample = 'malaria'\n[calibration]\nprofile = '{profile}'\n")
