@@ -227,14 +227,15 @@ def mount_tmpfs(path: Path, size: str):
 
 
 def fill(path: Path, leave_bytes: int = 0) -> Path:
-    """Fill the file system under path with a ballast file, leaving about leave_bytes free."""
+    """Fill the file system under path with a ballast file, leaving about leave_bytes free. Unbuffered: a
+    buffered file keeps the tail of a short write and fails again on close, when the free space left the
+    last chunk within a buffer's size of fitting."""
     ballast = path / "ballast.bin"
     chunk = b"\0" * (1 << 16)
-    with open(ballast, "wb") as f:
+    with open(ballast, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(chunk)
-                f.flush()
         except OSError as e:
             assert e.errno == errno.ENOSPC
     try:
