@@ -65,6 +65,7 @@ def _grid(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _fit(lin: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """light_field's measurement, on the reduced linear copy (evened reuses that copy)."""
     sh, sw = lin.shape[:2]
     glass = _glass(lin)
     if min(glass[a * sh // 3:(a + 1) * sh // 3, b * sw // 3:(b + 1) * sw // 3].mean()
